@@ -1,0 +1,41 @@
+"""`ctr` command line. Each command group lives in `ctr_infra.commands.<name>` and
+exposes `register(subparsers)`; the chosen subcommand's `func(args)` returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ctr.errors import DomainError
+
+COMMAND_MODULES = ("cloud", "data", "model", "pipeline", "serve", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctr", description="ctr-pipeline command line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"ctr_infra.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"ctr_infra.commands.{name}":
+                continue  # command group not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DomainError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

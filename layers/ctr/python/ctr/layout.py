@@ -1,0 +1,39 @@
+"""The storage layout of the one bucket (see DESIGN.md). Every key is built here."""
+
+from __future__ import annotations
+
+RAW_PREFIX = "raw/"
+CHUNKS_PREFIX = "chunks/"
+PARQUET_PREFIX = "parquet/"
+REJECTS_PREFIX = "rejects/"
+SERVING_PREFIX = "serving/"
+STATE_PREFIX = "state/"
+MLFLOW_ARTIFACTS_PREFIX = "mlflow-artifacts/"
+
+PRODUCTION_POINTER_KEY = "serving/production.json"
+
+
+def chunk_key(index: int) -> str:
+    return f"{CHUNKS_PREFIX}chunk_{index:06d}.txt"
+
+
+def parquet_key(index: int) -> str:
+    return f"{PARQUET_PREFIX}part_{index:06d}.parquet"
+
+
+def rejects_key(index: int) -> str:
+    return f"{REJECTS_PREFIX}chunk_{index:06d}.txt"
+
+
+def serving_prefix(version: int | str) -> str:
+    return f"{SERVING_PREFIX}v{version}/"
+
+
+def state_key(name: str) -> str:
+    return f"{STATE_PREFIX}{name}"
+
+
+def index_of(key: str) -> int:
+    """`chunks/chunk_000012.txt` or `parquet/part_000012.parquet` -> 12."""
+    stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    return int(stem.rsplit("_", 1)[-1])

@@ -1,0 +1,145 @@
+"""S3 adapter: the only module that talks to S3 for domain code.
+
+`Store` wraps a boto3 S3 client (LocalStack, AWS or a test fake with the same
+methods) and one bucket. Every state change goes through `put_if_absent` or
+`put_if_match` (S3 conditional writes), so concurrent or retried steps cannot
+overwrite each other's work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ctr.errors import ConflictError, NotFoundError, TransientError
+
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                   "ServiceUnavailable", "InternalError", "503"}
+
+
+def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client; `endpoint_url=None` lets boto3 use AWS_ENDPOINT_URL or AWS."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(retries={"max_attempts": 8, "mode": "adaptive"},
+                      s3={"addressing_style": "path"}),
+    )
+
+
+@dataclass(frozen=True)
+class Versioned:
+    body: bytes
+    etag: str
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+class Store:
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    # --- reads -------------------------------------------------------------
+    def get(self, key: str) -> Versioned:
+        try:
+            resp = self.s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if _code(err) in {"NoSuchKey", "404", "NotFound"}:
+                raise NotFoundError(f"s3://{self.bucket}/{key} does not exist", key=key) from err
+            self._raise_transient(err)
+            raise
+        return Versioned(resp["Body"].read(), resp["ETag"])
+
+    def get_range(self, key: str, start: int, end_inclusive: int) -> bytes:
+        resp = self.s3.get_object(Bucket=self.bucket, Key=key,
+                                  Range=f"bytes={start}-{end_inclusive}")
+        return bytes(resp["Body"].read())
+
+    def get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
+        """(document, etag) or None when absent."""
+        try:
+            v = self.get(key)
+        except NotFoundError:
+            return None
+        return json.loads(v.body), v.etag
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.s3.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as err:
+            if _code(err) in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            self._raise_transient(err)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+    # --- writes ------------------------------------------------------------
+    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> str:
+        """Unconditional write: only for immutable, deterministic objects."""
+        resp = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        return str(resp["ETag"])
+
+    def put_if_absent(self, key: str, body: bytes,
+                      content_type: str = "application/octet-stream") -> str | None:
+        """Create `key` only if it does not exist. Returns the ETag, or None if it existed."""
+        try:
+            resp = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                      ContentType=content_type, IfNoneMatch="*")
+        except ClientError as err:
+            if _code(err) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return None
+            self._raise_transient(err)
+            raise
+        return str(resp["ETag"])
+
+    def put_if_match(self, key: str, body: bytes, etag: str | None,
+                     content_type: str = "application/json") -> str:
+        """Compare-and-swap: replace `key` only if its ETag is still `etag`
+        (`etag=None` means: only if it does not exist yet). Raises ConflictError on a lost race."""
+        kwargs: dict[str, Any] = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            resp = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                      ContentType=content_type, **kwargs)
+        except ClientError as err:
+            if _code(err) in {"PreconditionFailed", "412", "ConditionalRequestConflict",
+                              "NoSuchKey"}:
+                raise ConflictError(f"concurrent update of s3://{self.bucket}/{key}",
+                                    key=key) from err
+            self._raise_transient(err)
+            raise
+        return str(resp["ETag"])
+
+    def put_json_if_match(self, key: str, doc: dict[str, Any], etag: str | None) -> str:
+        return self.put_if_match(key, json.dumps(doc, sort_keys=True).encode(), etag)
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    @staticmethod
+    def _raise_transient(err: ClientError) -> None:
+        if _code(err) in _THROTTLE_CODES:
+            raise TransientError(f"S3 is throttling or unavailable: {_code(err)}") from err
