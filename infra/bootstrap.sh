@@ -54,13 +54,19 @@ ensure_venv() {  # name lockfile... -- install commands run by caller
 PY=$(find_python313)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Dev venv: full lock in one resolver pass, then the project itself (editable, no deps).
-dev_hash=$(hash_of "$root/requirements/dev.lock" "$root/pyproject.toml")
+# Dev venv: full lock in one resolver pass (rebuilt only when the lock changes), then
+# the project itself, editable, without deps (reinstalled when pyproject.toml changes).
+dev_hash=$(hash_of "$root/requirements/dev.lock")
 if ensure_venv dev "$dev_hash"; then
   echo "==> creating .local/venvs/dev (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
   "$venvs/dev/bin/pip" install -q -r "$root/requirements/dev.lock" 2> >(grep -v "is ignored: it is neither" >&2)
-  "$venvs/dev/bin/pip" install -q --no-deps --no-build-isolation -e "$root" 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$dev_hash" > "$venvs/dev/.stamp"
+  rm -f "$venvs/dev/.project-stamp"
+fi
+proj_hash=$(hash_of "$root/pyproject.toml")
+if [[ ! -f "$venvs/dev/.project-stamp" || "$(cat "$venvs/dev/.project-stamp")" != "$proj_hash" ]]; then
+  "$venvs/dev/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null 2> >(grep -v -E "is ignored: it is neither|BuildBackendWarning|^\s" >&2)
+  echo "$proj_hash" > "$venvs/dev/.project-stamp"
 fi
 
 # LocalStack venv: the known-good freeze in ONE resolver pass (see DESIGN.md).

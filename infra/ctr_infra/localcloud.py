@@ -1,0 +1,291 @@
+"""The embedded local cloud: LocalStack in host mode (no Docker) with the process Lambda
+executor, and an MLflow tracking server whose artifacts live in the emulator's S3.
+
+Every process we start is recorded in a PID file under the state directory and is the
+leader of its own process group, so `stop()` ends exactly what `start()` started (and
+the Lambda worker processes below it). Nothing listens on anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ctr.errors import ConfigError, DomainError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCALHOST = "127.0.0.1"
+REGION = "us-east-1"
+
+
+class CloudError(DomainError):
+    """The local cloud could not be started/used; the message says what to do."""
+
+
+def repo_root() -> Path:
+    if not (REPO_ROOT / "template.yaml").exists():
+        raise ConfigError(f"ctr_infra is not running from a ctr-pipeline checkout ({REPO_ROOT})")
+    return REPO_ROOT
+
+
+@dataclass
+class CloudConfig:
+    """Where the local cloud keeps its state and which ports it uses.
+
+    `make up` uses the defaults (state in .local/, LocalStack on 4566, MLflow on 5000,
+    each overridable by environment); tests use a temp state dir and free ports."""
+
+    state_dir: Path = field(default_factory=lambda: Path(
+        os.environ.get("CTR_STATE_DIR", str(REPO_ROOT / ".local" / "state"))))
+    localstack_port: int = field(default_factory=lambda: int(
+        os.environ.get("CTR_LOCALSTACK_PORT", "4566")))
+    mlflow_port: int = field(default_factory=lambda: int(
+        os.environ.get("CTR_MLFLOW_PORT", "5000")))
+    stack_name: str = field(default_factory=lambda: os.environ.get("CTR_STACK_NAME",
+                                                                    "ctr-pipeline"))
+    venvs_dir: Path = field(default_factory=lambda: Path(
+        os.environ.get("CTR_VENVS_DIR", str(REPO_ROOT / ".local" / "venvs"))))
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.localstack_port}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{LOCALHOST}:{self.mlflow_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.state_dir / "pids"
+
+    def venv_bin(self, venv: str, exe: str) -> Path:
+        return self.venvs_dir / venv / "bin" / exe
+
+
+def aws_env(cfg: CloudConfig) -> dict[str, str]:
+    """Environment for AWS clients talking to the emulator. The keys are the emulator's
+    fixed test values (LocalStack accepts any); never real credentials."""
+    return {
+        "AWS_ENDPOINT_URL": cfg.endpoint_url,
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", REGION),
+        "AWS_ACCESS_KEY_ID": os.environ.get("CTR_LOCAL_ACCESS_KEY_ID", "test"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("CTR_LOCAL_SECRET_ACCESS_KEY", "test"),
+    }
+
+
+def boto3_client(cfg: CloudConfig, service: str):  # noqa: ANN201 - boto3 client types vary
+    import boto3
+    from botocore.config import Config
+
+    env = aws_env(cfg)
+    return boto3.client(
+        service, endpoint_url=cfg.endpoint_url, region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                      read_timeout=960, connect_timeout=10, s3={"addressing_style": "path"}),
+    )
+
+
+# --- ports and processes ------------------------------------------------------
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((LOCALHOST, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCALHOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_file(cfg: CloudConfig, name: str) -> Path:
+    return cfg.pids_dir / f"{name}.pid"
+
+
+def running_pid(cfg: CloudConfig, name: str) -> int | None:
+    """PID of our process `name` if its PID file names a live process, else None."""
+    path = _pid_file(cfg, name)
+    try:
+        pid = int(path.read_text().split()[0])
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError, IndexError):
+        return None
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists() and stat.read_text().split()[2] == "Z":
+        return None
+    return pid
+
+
+def _spawn(cfg: CloudConfig, name: str, argv: list[str], env: dict[str, str]) -> int:
+    cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+    cfg.pids_dir.mkdir(parents=True, exist_ok=True)
+    log = open(cfg.logs_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            cwd=str(cfg.state_dir))
+    log.close()
+    _pid_file(cfg, name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _wait_http(url: str, timeout_s: float, pid: int, name: str, cfg: CloudConfig) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.3)
+    tail = _tail(cfg.logs_dir / f"{name}.log")
+    raise CloudError(f"{name} did not become ready at {url} within {timeout_s:.0f}s. "
+                     f"Last lines of {cfg.logs_dir / (name + '.log')}:\n{tail}")
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _check_port(port: int, what: str, env_var: str) -> None:
+    if port_in_use(port):
+        raise CloudError(f"port {port} on {LOCALHOST} is already in use by another process, "
+                         f"so {what} cannot start there. Stop that process or choose another "
+                         f"port with {env_var}=<port>.")
+
+
+def _require_venv(cfg: CloudConfig, venv: str, exe: str) -> Path:
+    path = cfg.venv_bin(venv, exe)
+    if not path.exists():
+        raise CloudError(f"{path} is missing: run `make venv` (infra/bootstrap.sh) first")
+    return path
+
+
+def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
+    """Start LocalStack (host mode) unless ours already runs; return its PID."""
+    pid = running_pid(cfg, "localstack")
+    if pid:
+        _wait_http(f"{cfg.endpoint_url}/_localstack/health", timeout_s, pid, "localstack", cfg)
+        return pid
+    _check_port(cfg.localstack_port, "LocalStack", "CTR_LOCALSTACK_PORT")
+    python = _require_venv(cfg, "localstack", "python")
+    volume = cfg.state_dir / "localstack"
+    volume.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOCALSTACK_"))}
+    env.update({
+        "GATEWAY_LISTEN": f"{LOCALHOST}:{cfg.localstack_port}",
+        "LOCALSTACK_VOLUME_DIR": str(volume),
+        "SKIP_SSL_CERT_DOWNLOAD": "1",
+        "DISABLE_EVENTS": "1",
+        "LAMBDA_RUNTIME_EXECUTOR": "process",
+        "CTR_LAMBDA_PYTHON": str(_require_venv(cfg, "dev", "python")),
+        "CTR_LAMBDA_LOG_DIR": str(cfg.logs_dir / "lambda"),
+        "LAMBDA_KEEPALIVE_MS": os.environ.get("LAMBDA_KEEPALIVE_MS", "600000"),
+        # DNS server off: nothing here needs LocalStack's resolver, and it would bind :53.
+        "DNS_ADDRESS": "0",
+    })
+    pid = _spawn(cfg, "localstack", [str(python), "-m", "localstack.runtime.main"], env)
+    _wait_http(f"{cfg.endpoint_url}/_localstack/health", timeout_s, pid, "localstack", cfg)
+    return pid
+
+
+def start_mlflow(cfg: CloudConfig, bucket: str, timeout_s: float = 120) -> int:
+    """Start the MLflow tracking server (SQLite file by default, artifacts in S3)."""
+    pid = running_pid(cfg, "mlflow")
+    if pid:
+        _wait_http(f"{cfg.mlflow_uri}/health", timeout_s, pid, "mlflow", cfg)
+        return pid
+    _check_port(cfg.mlflow_port, "the MLflow server", "CTR_MLFLOW_PORT")
+    mlflow = _require_venv(cfg, "dev", "mlflow")
+    db_dir = cfg.state_dir / "mlflow"
+    db_dir.mkdir(parents=True, exist_ok=True)
+    backend = os.environ.get("CTR_MLFLOW_BACKEND_URI", f"sqlite:///{db_dir / 'mlflow.db'}")
+    env = dict(os.environ)
+    env.update(aws_env(cfg))
+    env["MLFLOW_S3_ENDPOINT_URL"] = cfg.endpoint_url
+    argv = [str(mlflow), "server", "--host", LOCALHOST, "--port", str(cfg.mlflow_port),
+            "--workers", os.environ.get("CTR_MLFLOW_WORKERS", "2"),
+            "--backend-store-uri", backend,
+            "--artifacts-destination", f"s3://{bucket}/mlflow-artifacts"]
+    pid = _spawn(cfg, "mlflow", argv, env)
+    _wait_http(f"{cfg.mlflow_uri}/health", timeout_s, pid, "mlflow", cfg)
+    return pid
+
+
+def stop(cfg: CloudConfig, names: tuple[str, ...] = ("mlflow", "localstack")) -> list[str]:
+    """Stop our processes (whole process groups) by PID file; return what was stopped."""
+    stopped = []
+    for name in names:
+        pid = running_pid(cfg, name)
+        if pid:
+            _kill_group(pid)
+            stopped.append(f"{name} (pid {pid})")
+        _pid_file(cfg, name).unlink(missing_ok=True)
+    return stopped
+
+
+def _kill_group(pid: int, grace_s: float = 15) -> None:
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def api_url(cfg: CloudConfig, api_id: str, stage: str) -> str:
+    """LocalStack's URL for a REST API stage (path-style, works without DNS)."""
+    return f"{cfg.endpoint_url}/restapis/{api_id}/{stage}/_user_request_"
+
+
+def write_outputs(cfg: CloudConfig, outputs: dict[str, str]) -> None:
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2) + "\n")
+
+
+def read_outputs(cfg: CloudConfig) -> dict[str, str]:
+    try:
+        return dict(json.loads((cfg.state_dir / "outputs.json").read_text()))
+    except FileNotFoundError:
+        return {}
