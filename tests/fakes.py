@@ -20,7 +20,7 @@ class _Paginator:
     def __init__(self, s3: FakeS3) -> None:
         self.s3 = s3
 
-    def paginate(self, Bucket: str, Prefix: str = "", **_: Any):  # noqa: N803
+    def paginate(self, Bucket: str, Prefix: str = "", **_: Any):
         keys = sorted(k for k in self.s3.objects if k.startswith(Prefix))
         for i in range(0, max(len(keys), 1), 1000):
             page = keys[i:i + 1000]
@@ -43,7 +43,7 @@ class FakeS3:
             _, code = self.fail_next.pop(0)
             raise _err(code, op, 503)
 
-    def put_object(self, Bucket: str, Key: str, Body: Any = b"", IfNoneMatch: str | None = None,  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: Any = b"", IfNoneMatch: str | None = None,
                    IfMatch: str | None = None, **_: Any) -> dict[str, Any]:
         self._maybe_fail("put_object")
         data = Body.read() if hasattr(Body, "read") else bytes(Body)
@@ -56,7 +56,7 @@ class FakeS3:
             self.objects[Key] = (data, etag)
         return {"ETag": etag}
 
-    def get_object(self, Bucket: str, Key: str, Range: str | None = None, **_: Any):  # noqa: N803
+    def get_object(self, Bucket: str, Key: str, Range: str | None = None, **_: Any):
         self._maybe_fail("get_object")
         if Key not in self.objects:
             raise _err("NoSuchKey", "GetObject", 404)
@@ -68,14 +68,14 @@ class FakeS3:
             data = data[start:end + 1]
         return {"Body": io.BytesIO(data), "ETag": etag, "ContentLength": len(data)}
 
-    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         self._maybe_fail("head_object")
         if Key not in self.objects:
             raise _err("404", "HeadObject", 404)
         data, etag = self.objects[Key]
         return {"ETag": etag, "ContentLength": len(data)}
 
-    def delete_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def delete_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         self.objects.pop(Key, None)
         return {}
 
@@ -83,7 +83,7 @@ class FakeS3:
         assert name == "list_objects_v2"
         return _Paginator(self)
 
-    def list_objects_v2(self, Bucket: str, Prefix: str = "", **_: Any) -> dict[str, Any]:  # noqa: N803
+    def list_objects_v2(self, Bucket: str, Prefix: str = "", **_: Any) -> dict[str, Any]:
         pages = list(_Paginator(self).paginate(Bucket=Bucket, Prefix=Prefix))
         contents = [c for p in pages for c in p.get("Contents", [])]
         return {"Contents": contents, "KeyCount": len(contents)}

@@ -85,7 +85,7 @@ def aws_env(cfg: CloudConfig) -> dict[str, str]:
     }
 
 
-def boto3_client(cfg: CloudConfig, service: str):  # noqa: ANN201 - boto3 client types vary
+def boto3_client(cfg: CloudConfig, service: str):
     import boto3
     from botocore.config import Config
 

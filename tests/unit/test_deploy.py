@@ -48,7 +48,8 @@ def test_every_function_code_dir_exists_with_its_handler():
     default_handler = tpl["Globals"]["Function"]["Handler"]
     functions = {n: r for n, r in tpl["Resources"].items()
                  if r["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"ChunkFunction", "AggregateFunction", "TrainFunction",
+    assert set(functions) == {"GuardFunction", "ChunkFunction", "AggregateFunction",
+                              "TrainFunction",
                               "ReloadFunction", "PredictFunction"}
     for name, res in functions.items():
         handler = res["Properties"].get("Handler", default_handler)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ctr_lambda_executor.worker import Worker, WorkerSpec, python_path_for
 
 HANDLERS = '''

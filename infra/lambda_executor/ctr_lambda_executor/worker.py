@@ -18,6 +18,7 @@ Lambda semantics kept here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -76,10 +77,8 @@ def source_mtime(dirs: Iterable[Path]) -> float:
             subdirs[:] = [s for s in subdirs if s != "__pycache__" and not s.startswith(".")]
             for f in files:
                 if f.endswith(".py"):
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         newest = max(newest, os.stat(os.path.join(root, f)).st_mtime)
-                    except FileNotFoundError:
-                        pass
     return newest
 
 
@@ -131,7 +130,7 @@ class Worker:
         self.cold_starts += 1
         threading.Thread(target=self._pump_output, args=(self.proc,), daemon=True).start()
         first = self._read_result(startup_timeout)
-        if first is None:
+        if first is None or first.get("type") == "exit":
             self.stop()
             raise RuntimeError(f"{spec.function_name}: runtime did not start within "
                                f"{startup_timeout:.0f}s:\n{self.recent_logs()}")
@@ -158,10 +157,8 @@ class Worker:
             os.close(self._res_fd)
         self._cmd, self._res_fd = None, None
         if proc and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
 
     # --- invocation --------------------------------------------------------
@@ -190,8 +187,8 @@ class Worker:
             msg = self._read_result(timeout_s)
         except BrokenPipeError:  # the runtime died between invocations
             msg = None
-        if msg is None:
-            if self.alive():  # still running: time out, as Lambda does
+        if msg is None or msg.get("type") == "exit":
+            if msg is None:  # still running: time out, as Lambda does
                 self.stop()
                 err = {"errorType": "Sandbox.Timedout",
                        "errorMessage": f"{datetime.now(UTC).isoformat()} {request_id} "
@@ -199,7 +196,7 @@ class Worker:
                 self._log(f"{datetime.now(UTC).isoformat()} {request_id} "
                           f"Task timed out after {timeout_s:.2f} seconds\n")
             else:
-                code = self.proc.returncode if self.proc else None
+                code = self.proc.wait(timeout=10) if self.proc else None
                 self.stop()
                 err = {"errorType": "Runtime.ExitError",
                        "errorMessage": f"RequestId: {request_id} Error: Runtime exited "
@@ -219,7 +216,7 @@ class Worker:
         return Outcome(ok=ok, payload=payload, logs="".join(lines))
 
     def _read_result(self, timeout_s: float) -> dict[str, object] | None:
-        """Next message from the runtime, or None on timeout or when the process exited."""
+        """Next message from the runtime; {"type": "exit"} when it exited; None on timeout."""
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._res_buf:
             left = deadline - time.monotonic()
@@ -229,8 +226,8 @@ class Worker:
             if not ready:
                 return None
             chunk = os.read(self._res_fd, 65536)
-            if not chunk:  # EOF: the runtime exited
-                return None
+            if not chunk:  # EOF: the runtime exited (it may not be reaped yet)
+                return {"type": "exit"}
             self._res_buf += chunk
         line, self._res_buf = self._res_buf.split(b"\n", 1)
         return json.loads(line)
