@@ -5,6 +5,7 @@ stopped by PID at the end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -86,6 +87,51 @@ class Cloud:
         if resp.get("FunctionError"):
             raise LambdaError(body)
         return body
+
+    def set_env(self, logical: str, **variables: str | None) -> None:
+        """Merge variables into a deployed function's environment (None removes one)
+        and wait until the update is live (new execution environments)."""
+        name = self.function_name(logical)
+        conf = self.lambda_client.get_function_configuration(FunctionName=name)
+        env = dict(conf.get("Environment", {}).get("Variables", {}))
+        for key, value in variables.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+        self.lambda_client.update_function_configuration(FunctionName=name,
+                                                         Environment={"Variables": env})
+        self.wait_for(f"{name} configuration update", lambda: self.lambda_client
+                      .get_function_configuration(FunctionName=name)
+                      .get("LastUpdateStatus") == "Successful", timeout_s=60)
+
+    def reset_data(self) -> None:
+        """Empty the bucket's data prefixes and the model registry, for a module that
+        needs to start from nothing (the session shares one stack)."""
+        for prefix in ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/"):
+            for key in list(self.store.list_keys(prefix)):
+                self.s3.delete_object(Bucket=self.bucket, Key=key)
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.mlflow_uri)
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(os.environ.get("MODEL_NAME", "criteo_ctr_model"))
+
+    def start_execution(self, name: str | None = None) -> str:
+        kwargs = {"name": name} if name else {}
+        return str(self.sfn.start_execution(stateMachineArn=self.state_machine_arn,
+                                            input="{}", **kwargs)["executionArn"])
+
+    def wait_execution(self, arn: str, timeout_s: float = 600) -> dict[str, Any]:
+        return dict(self.wait_for(f"execution {arn.rsplit(':', 1)[-1]}", lambda: (
+            d := self.sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
+            timeout_s=timeout_s, every_s=1.0))
+
+    def states_entered(self, arn: str) -> list[str]:
+        events = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        return [e["stateEnteredEventDetails"]["name"] for e in events
+                if "stateEnteredEventDetails" in e]
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout_s: float = 60,
                  every_s: float = 0.5) -> Any:
