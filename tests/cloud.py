@@ -1,0 +1,166 @@
+"""The local cloud for integration and browser tests, shared by both: LocalStack (host
+mode, process Lambda executor) and an MLflow server, started ONCE per test session on
+free loopback ports with a temporary state directory, the stack deployed from
+template.yaml, and everything stopped by PID at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctr.storage import Store
+from ctr_infra import localcloud
+from ctr_infra.commands.cloud import bring_up
+from ctr_infra.localcloud import CloudConfig
+
+
+@dataclass
+class Cloud:
+    cfg: CloudConfig
+    outputs: dict[str, str]
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = localcloud.boto3_client(self.cfg, service)
+        return self._clients[service]
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def lambda_client(self) -> Any:
+        return self.client("lambda")
+
+    @property
+    def sfn(self) -> Any:
+        return self.client("stepfunctions")
+
+    @property
+    def logs(self) -> Any:
+        return self.client("logs")
+
+    @property
+    def bucket(self) -> str:
+        return self.outputs["BucketName"]
+
+    @property
+    def store(self) -> Store:
+        return Store(self.s3, self.bucket)
+
+    @property
+    def api_url(self) -> str:
+        return self.outputs["LocalApiUrl"]
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.cfg.mlflow_uri
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.outputs["StateMachineArn"]
+
+    def function_name(self, logical: str) -> str:
+        """`ChunkFunction` -> the deployed function's physical name."""
+        return self.outputs[f"{logical}Name"]
+
+    def invoke(self, logical: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Synchronous invoke; raises AssertionError with the Lambda error on failure."""
+        resp = self.lambda_client.invoke(FunctionName=self.function_name(logical),
+                                         Payload=json.dumps(payload or {}).encode())
+        body = json.loads(resp["Payload"].read() or b"null")
+        if resp.get("FunctionError"):
+            raise LambdaError(body)
+        return body
+
+    def set_env(self, logical: str, **variables: str | None) -> None:
+        """Merge variables into a deployed function's environment (None removes one)
+        and wait until the update is live (new execution environments)."""
+        name = self.function_name(logical)
+        conf = self.lambda_client.get_function_configuration(FunctionName=name)
+        env = dict(conf.get("Environment", {}).get("Variables", {}))
+        for key, value in variables.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = str(value)
+        self.lambda_client.update_function_configuration(FunctionName=name,
+                                                         Environment={"Variables": env})
+        self.wait_for(f"{name} configuration update", lambda: self.lambda_client
+                      .get_function_configuration(FunctionName=name)
+                      .get("LastUpdateStatus") == "Successful", timeout_s=60)
+
+    def reset_data(self) -> None:
+        """Empty the bucket's data prefixes and the model registry, for a module that
+        needs to start from nothing (the session shares one stack)."""
+        for prefix in ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/"):
+            for key in list(self.store.list_keys(prefix)):
+                self.s3.delete_object(Bucket=self.bucket, Key=key)
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.mlflow_uri)
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(os.environ.get("MODEL_NAME", "criteo_ctr_model"))
+
+    def start_execution(self, name: str | None = None) -> str:
+        kwargs = {"name": name} if name else {}
+        return str(self.sfn.start_execution(stateMachineArn=self.state_machine_arn,
+                                            input="{}", **kwargs)["executionArn"])
+
+    def wait_execution(self, arn: str, timeout_s: float = 600) -> dict[str, Any]:
+        return dict(self.wait_for(f"execution {arn.rsplit(':', 1)[-1]}", lambda: (
+            d := self.sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
+            timeout_s=timeout_s, every_s=1.0))
+
+    def states_entered(self, arn: str) -> list[str]:
+        events = self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        return [e["stateEnteredEventDetails"]["name"] for e in events
+                if "stateEnteredEventDetails" in e]
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout_s: float = 60,
+                 every_s: float = 0.5) -> Any:
+        """Poll `check` until it returns something truthy; fail after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            time.sleep(every_s)
+        pytest.fail(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+class LambdaError(AssertionError):
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(f"{body.get('errorType')}: {body.get('errorMessage')}")
+        self.body = body
+        self.error_type = body.get("errorType")
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    state = Path(tmp_path_factory.mktemp("localcloud"))
+    cfg = CloudConfig(state_dir=state, localstack_port=localcloud.free_port(),
+                      mlflow_port=localcloud.free_port(), stack_name="ctr-test")
+    old_env = {k: os.environ.get(k) for k in localcloud.aws_env(cfg)}
+    os.environ.update(localcloud.aws_env(cfg))
+    try:
+        outputs = bring_up(cfg, schedule_on=False, quiet=True)
+        yield Cloud(cfg=cfg, outputs=outputs)
+    finally:
+        localcloud.stop(cfg)
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
