@@ -1,0 +1,50 @@
+"""Chunk function: cut the next CHUNK_LINES lines of raw/ into chunks/ (ctr.chunking).
+
+Event: anything (the state machine passes its input); an optional {"chunk_lines": N}
+overrides CHUNK_LINES for this run (tests use small chunks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic_settings import BaseSettings
+
+from ctr.chunking import DEFAULT_CHUNK_LINES, cut_chunk
+from ctr.storage import Store, make_s3_client
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace="CtrPipeline")
+
+
+class Settings(BaseSettings):
+    bucket_name: str
+    chunk_lines: int = DEFAULT_CHUNK_LINES
+    source_url: str = ""
+
+
+settings = Settings()
+store = Store(make_s3_client(), settings.bucket_name)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    event = event if isinstance(event, dict) else {}
+    chunk_lines = int(event.get("chunk_lines") or settings.chunk_lines)
+    result = cut_chunk(store, chunk_lines, source_url=settings.source_url or None)
+    logger.info("chunk run", extra={"result": result})
+    if result["status"] == "chunked":
+        metrics.add_metric(name="LinesChunked", unit=MetricUnit.Count, value=result["lines"])
+        metrics.add_metric(name="BytesChunked", unit=MetricUnit.Bytes, value=result["bytes"])
+        metrics.add_metric(name="ChunkSeconds", unit=MetricUnit.Seconds, value=result["seconds"])
+        if result["bytes_per_second"]:
+            metrics.add_metric(name="ChunkBytesPerSecond", unit=MetricUnit.BytesPerSecond,
+                               value=result["bytes_per_second"])
+    else:
+        metrics.add_metric(name="ChunkSourceExhausted", unit=MetricUnit.Count, value=1)
+    return result

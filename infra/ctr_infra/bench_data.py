@@ -1,0 +1,229 @@
+"""Data-plane benchmark (`ctr data bench`): one synthetic file of `chunks` x `chunk_lines`
+lines, measured in one process so the figures are comparable:
+
+* synth: rows/s and MB/s of `ctr.synth.write_tsv`;
+* chunk: every run of `ctr.chunking.cut_chunk` until exhausted -- throughput and the
+  time of the first vs the last chunk (the cursor makes runs O(chunk): target last <=
+  1.2 x first);
+* the seed's method for contrast: re-read the object from line 0 and skip to the
+  chunk's first line (first and last chunk only; it is O(position));
+* aggregate: `ctr.aggregate.aggregate` over all chunks (parse, validate, Parquet, rejects)
+  next to plain `pyarrow.csv.read_csv` of the same chunks with the same typed schema
+  (target: aggregate >= 50% of it), and read_csv with default options;
+* gzip: `gzip -dc` of the gzipped file next to the chunker's one-time transcode of it.
+
+By default the store is in-memory (`ctr_infra.memory_s3.MemoryS3`), which isolates the
+code's cost from network and emulator overhead; pass a `Store` of an empty bucket to
+measure against real S3.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from ctr import aggregate, chunking, criteo, ingest, layout, synth
+from ctr.schema import ALL_COLUMNS, PARQUET_SCHEMA
+from ctr.storage import Store
+from ctr_infra.memory_s3 import MemoryS3
+
+MB = 1e6
+
+
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - started
+
+
+def _rate(amount: float, seconds: float) -> float:
+    return amount / seconds if seconds > 0 else float("nan")
+
+
+def seed_style_chunk(store: Store, key: str, index: int, chunk_lines: int) -> int:
+    """The seed's produce_chunk: stream the object from the start, skip index x chunk_lines
+    lines, keep the next chunk_lines. Returns the bytes kept."""
+    body = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"]
+    # botocore's StreamingBody iterates fixed-size chunks; in-memory bodies iterate lines
+    lines = (body.iter_lines(chunk_size=1 << 20, keepends=True)
+             if hasattr(body, "iter_lines") else iter(body))
+    start = index * chunk_lines
+    kept = 0
+    for number, line in enumerate(lines):
+        if number >= start + chunk_lines:
+            break
+        if number >= start:
+            kept += len(line)
+    return kept
+
+
+def _empty_check(store: Store) -> None:
+    for prefix in ("raw/", "chunks/", "parquet/", chunking.CURSOR_KEY):
+        if next(iter(store.list_keys(prefix)), None) is not None:
+            raise SystemExit(f"bench needs an empty bucket; s3://{store.bucket}/{prefix} exists")
+
+
+def _read_csv_typed(data: bytes) -> pa.Table:
+    return pa_csv.read_csv(
+        pa.py_buffer(data),
+        read_options=pa_csv.ReadOptions(column_names=list(ALL_COLUMNS)),
+        parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pa_csv.ConvertOptions(column_types=PARQUET_SCHEMA, null_values=[""],
+                                              strings_can_be_null=True))
+
+
+def _read_csv_default(data: bytes) -> pa.Table:
+    return pa_csv.read_csv(pa.py_buffer(data),
+                           read_options=pa_csv.ReadOptions(column_names=list(ALL_COLUMNS)),
+                           parse_options=pa_csv.ParseOptions(delimiter="\t"))
+
+
+def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
+        workdir: str | None = None, store: Store | None = None,
+        repeats: int = 2) -> dict[str, Any]:
+    rows = chunk_lines * chunks
+    own_dir = workdir is None
+    directory = Path(workdir or tempfile.mkdtemp(prefix="ctr-bench-"))
+    results: dict[str, Any] = {"chunk_lines": chunk_lines, "chunks": chunks, "rows": rows,
+                               "repeats": repeats,
+                               "store": "in-memory" if store is None else f"s3://{store.bucket}"}
+    try:
+        path = directory / "bench.txt"
+        info, seconds = _timed(synth.write_tsv, path, rows, seed, progress=True, sidecar=False)
+        size = int(info["bytes"])
+        results["file_mb"] = size / MB
+        results["synth"] = {"seconds": seconds, "rows_per_s": _rate(rows, seconds),
+                            "mb_per_s": _rate(size / MB, seconds)}
+
+        store = store or Store(MemoryS3(), "bench")
+        _empty_check(store)
+        raw_key = ingest.put(store, str(path))["key"]
+
+        times: list[float] = []
+        chunk_bytes: list[int] = []
+        while True:
+            result, seconds = _timed(chunking.cut_chunk, store, chunk_lines)
+            if result["status"] == "exhausted":
+                break
+            times.append(seconds)
+            chunk_bytes.append(result["bytes"])
+        results["chunk"] = {"runs": len(times), "seconds": sum(times),
+                            "mb_per_s": _rate(sum(chunk_bytes) / MB, sum(times)),
+                            "lines_per_s": _rate(rows, sum(times)),
+                            "first_s": times[0], "last_s": times[-1],
+                            "last_over_first": times[-1] / times[0],
+                            # robust to one noisy run: medians of the first/second half
+                            "median_first_half_s": statistics.median(times[:len(times) // 2]),
+                            "median_second_half_s": statistics.median(
+                                times[len(times) // 2:]),
+                            "per_chunk_s": [round(t, 4) for t in times]}
+
+        seed_first = _timed(seed_style_chunk, store, raw_key, 0, chunk_lines)[1]
+        seed_last = _timed(seed_style_chunk, store, raw_key, chunks - 1, chunk_lines)[1]
+        results["seed_method"] = {"first_s": seed_first, "last_s": seed_last,
+                                  "last_over_first": seed_last / seed_first}
+
+        # Parse and aggregate timings alternate, best of `repeats`, so that a burst of
+        # load on a shared machine does not favour one side of the comparison. CPU time
+        # (all threads of this process) is recorded too: it is what contention inflates
+        # least.
+        timings: dict[str, list[float]] = {k: [] for k in ("typed", "default", "ours", "agg")}
+        cpu: dict[str, list[float]] = {"typed": [], "agg": []}
+        summary: dict[str, Any] = {}
+        for _ in range(repeats):
+            for prefix in (layout.PARQUET_PREFIX, layout.REJECTS_PREFIX):
+                for key in list(store.list_keys(prefix)):
+                    store.delete(key)
+            cpu_start = time.process_time()
+            summary, agg_s = _timed(aggregate.aggregate, store)
+            cpu["agg"].append(time.process_time() - cpu_start)
+            timings["agg"].append(agg_s)
+            bodies = [store.get(layout.chunk_key(i)).body for i in range(chunks)]
+            cpu_start = time.process_time()
+            timings["typed"].append(sum(_timed(_read_csv_typed, b)[1] for b in bodies))
+            cpu["typed"].append(time.process_time() - cpu_start)
+            timings["default"].append(sum(_timed(_read_csv_default, b)[1] for b in bodies))
+            timings["ours"].append(sum(_timed(criteo.parse_tsv, b)[1] for b in bodies))
+            del bodies
+        parse_s, default_s, ours_s, agg_s = (min(timings[k])
+                                             for k in ("typed", "default", "ours", "agg"))
+        results["parse_read_csv_typed"] = {"seconds": parse_s,
+                                           "mb_per_s": _rate(size / MB, parse_s),
+                                           "lines_per_s": _rate(rows, parse_s)}
+        results["parse_read_csv_default"] = {"seconds": default_s,
+                                             "mb_per_s": _rate(size / MB, default_s),
+                                             "lines_per_s": _rate(rows, default_s)}
+        results["parse_ctr_criteo"] = {"seconds": ours_s, "mb_per_s": _rate(size / MB, ours_s),
+                                       "lines_per_s": _rate(rows, ours_s)}
+        results["aggregate"] = {"seconds": agg_s, "mb_per_s": _rate(size / MB, agg_s),
+                                "lines_per_s": _rate(rows, agg_s),
+                                "rows_out": summary["rows_out"],
+                                "rows_rejected": summary["rows_rejected"],
+                                "share_of_read_csv": parse_s / agg_s,
+                                "share_of_read_csv_cpu": min(cpu["typed"]) / min(cpu["agg"]),
+                                "timings_s": {k: [round(t, 3) for t in v]
+                                              for k, v in timings.items()}}
+
+        gz_path = directory / "bench.txt.gz"
+        with gz_path.open("wb") as out:
+            _, gzip_s = _timed(subprocess.run, ["gzip", "-1", "-c", str(path)], stdout=out,
+                               check=True)
+        _, gunzip_s = _timed(subprocess.run, ["gzip", "-dc", str(gz_path)],
+                             stdout=subprocess.DEVNULL, check=True)
+        gz_store = Store(MemoryS3(), "bench-gz")
+        ingest.put(gz_store, str(gz_path))
+        first, first_s = _timed(chunking.cut_chunk, gz_store, chunk_lines)
+        _, second_s = _timed(chunking.cut_chunk, gz_store, chunk_lines)
+        results["gzip"] = {"gz_mb": gz_path.stat().st_size / MB, "gzip_1_s": gzip_s,
+                           "gzip_dc_s": gunzip_s, "gzip_dc_mb_per_s": _rate(size / MB, gunzip_s),
+                           "transcode_s": first["transcoded"]["seconds"],
+                           "transcode_mb_per_s": _rate(size / MB,
+                                                       first["transcoded"]["seconds"]),
+                           "first_chunk_incl_transcode_s": first_s,
+                           "second_chunk_s": second_s}
+    finally:
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+    return results
+
+
+def format_table(r: dict[str, Any]) -> str:
+    c, a, s = r["chunk"], r["aggregate"], r["seed_method"]
+    p, d, o, g = (r["parse_read_csv_typed"], r["parse_read_csv_default"],
+                  r["parse_ctr_criteo"], r["gzip"])
+    rows = [
+        ("synth (write_tsv)", r["synth"]["mb_per_s"], r["synth"]["rows_per_s"],
+         f"{r['synth']['seconds']:.1f} s"),
+        ("chunk (cut_chunk, all runs)", c["mb_per_s"], c["lines_per_s"],
+         f"first {c['first_s']:.3f} s, last {c['last_s']:.3f} s, "
+         f"last/first {c['last_over_first']:.2f}; median 1st/2nd half "
+         f"{c['median_first_half_s']:.3f}/{c['median_second_half_s']:.3f} s"),
+        ("seed method (re-read from 0)", float("nan"), float("nan"),
+         f"first {s['first_s']:.3f} s, last {s['last_s']:.3f} s, "
+         f"last/first {s['last_over_first']:.2f}"),
+        ("pyarrow read_csv, typed", p["mb_per_s"], p["lines_per_s"], f"{p['seconds']:.2f} s"),
+        ("pyarrow read_csv, default", d["mb_per_s"], d["lines_per_s"], f"{d['seconds']:.2f} s"),
+        ("ctr.criteo.parse_tsv", o["mb_per_s"], o["lines_per_s"], f"{o['seconds']:.2f} s"),
+        ("aggregate (parse+Parquet)", a["mb_per_s"], a["lines_per_s"],
+         f"{a['seconds']:.2f} s, {a['share_of_read_csv']:.0%} of typed read_csv "
+         f"({a['share_of_read_csv_cpu']:.0%} by CPU time)"),
+        ("gzip -dc", g["gzip_dc_mb_per_s"], float("nan"), f"{g['gzip_dc_s']:.2f} s"),
+        ("chunker gz transcode (once)", g["transcode_mb_per_s"], float("nan"),
+         f"{g['transcode_s']:.2f} s; next chunk {g['second_chunk_s']:.3f} s"),
+    ]
+    head = (f"data-plane benchmark: {r['chunks']} chunks x {r['chunk_lines']:,} lines "
+            f"= {r['rows']:,} lines, {r['file_mb']:,.1f} MB, store {r['store']}")
+    lines = [head, f"{'step':32s} {'MB/s':>8s} {'lines/s':>12s}  notes"]
+    for name, mbs, lps, note in rows:
+        mb_text = f"{mbs:8.1f}" if mbs == mbs else f"{'-':>8s}"
+        lp_text = f"{lps:12,.0f}" if lps == lps else f"{'-':>12s}"
+        lines.append(f"{name:32s} {mb_text} {lp_text}  {note}")
+    return "\n".join(lines)

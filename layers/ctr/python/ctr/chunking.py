@@ -1,0 +1,288 @@
+"""The chunker: cut the next N lines of the raw data into chunks/chunk_{i:06d}.txt,
+exactly once, at a cost proportional to the chunk.
+
+The seed re-read the raw file from line 0 on every run and kept its position in
+`next_line.txt`, so run k cost O(k x chunk) (O(n^2) over the dataset) and a crash
+between writing a chunk and the counter could duplicate or skip lines. Here:
+
+* **Byte cursor.** `state/chunk_cursor.json` holds the raw object being consumed, the
+  byte offset of its next unread line, the next chunk index and totals. A run reads
+  from that offset with ranged GETs, just enough bytes for N lines (estimated from the
+  average line length, topped up if short), so its cost does not depend on the position.
+* **Exactly once.** The chunk key is a function of the cursor (index i is cut at the
+  offset the cursor holds for i), so every attempt at chunk i produces the same bytes.
+  The chunk is written with If-None-Match; if it already exists (a crashed attempt, or a
+  concurrent run, wrote it), the run adopts the existing object after checking that it
+  matches the source at that offset. Only then is the cursor advanced, with If-Match on
+  the ETag it was read with. A crash anywhere leaves either the old cursor (the retry
+  adopts the chunk) or the new one (the retry cuts the next chunk): no gap, no
+  duplicate. Two concurrent runs race on the cursor; the loser re-reads it and cuts the
+  following chunk, so two runs produce two distinct chunks.
+* **Several raw objects.** Objects under raw/ are consumed one after another in key
+  order; finished ones are listed in the cursor, so new files dropped into raw/ later
+  are picked up. A chunk never spans two objects (the last chunk of an object may be
+  short). When nothing is left the run returns {"status": "exhausted"}.
+* **gzip sources: one-time transcode.** A byte offset into a gzip stream cannot be
+  resumed cheaply: deflate blocks are not byte-aligned and need the previous 32 KiB of
+  output, and Python's zlib has no `inflatePrime` to build a zran-style seek index. So
+  the first run that meets raw/<x>.gz streams it once through zlib into a plain object
+  `state/decompressed/raw/<x>` (multipart upload, completed with If-None-Match, so
+  concurrent transcoders cannot clobber each other), and the cursor then points into
+  that object. One extra sequential pass over the file (about `gzip -dc` time plus an
+  upload, once), then O(chunk) ranged reads for every run, at the price of storing the
+  data uncompressed once more. To skip the transcode in Lambda, ingest with
+  `ctr data put --decompress`.
+* **Download if absent.** With a configured source URL and an empty raw/, the run
+  first streams the URL into raw/ (the seed's "download if not present").
+
+Test-only fault point `chunk.after_write` (`ctr.faults`, inert unless CTR_FAULTS names
+it): between writing the chunk and moving the cursor, to prove the crash story above.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from ctr import faults, ingest, layout
+from ctr.errors import ConflictError, DataError
+from ctr.storage import Store
+
+CURSOR_KEY = layout.state_key("chunk_cursor.json")
+DECOMPRESSED_PREFIX = layout.state_key("decompressed/")
+DEFAULT_CHUNK_LINES = 1_000_000
+INITIAL_BYTES_PER_LINE = 256.0
+PIECE_BYTES = 16 * 1024 * 1024        # one ranged GET
+SCAN_BLOCK = 1024 * 1024              # newline search granularity
+MAX_ATTEMPTS = 8
+FAULT_AFTER_WRITE = "chunk.after_write"
+
+Fetcher = Callable[[Store, str], dict[str, Any]]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def empty_cursor() -> dict[str, Any]:
+    return {"format": 1, "next_chunk": 0, "lines": 0, "bytes": 0, "source": None,
+            "done": [], "bytes_per_line": INITIAL_BYTES_PER_LINE, "updated_at": None}
+
+
+def load_cursor(store: Store) -> tuple[dict[str, Any], str | None]:
+    """(cursor document, its ETag or None when no cursor exists yet)."""
+    found = store.get_json(CURSOR_KEY)
+    return found if found is not None else (empty_cursor(), None)
+
+
+# --- reading lines from an offset ----------------------------------------------------
+
+def _get_span(store: Store, key: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of `key`, with parallel ranged GETs for large spans."""
+    if end <= start:
+        return b""
+    bounds = [(s, min(s + PIECE_BYTES, end)) for s in range(start, end, PIECE_BYTES)]
+    if len(bounds) == 1:
+        return store.get_range(key, start, end - 1)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parts = pool.map(lambda b: store.get_range(key, b[0], b[1] - 1), bounds)
+        return b"".join(parts)
+
+
+def _nth_newline(buf: bytes, start: int, n: int) -> tuple[int, int]:
+    """Scan `buf[start:]` for newlines: (index just past the n-th one, n) if there are
+    that many, else (len(buf), number found). One memchr-speed pass."""
+    found = 0
+    view = memoryview(buf)
+    for block_start in range(start, len(buf), SCAN_BLOCK):
+        block_end = min(block_start + SCAN_BLOCK, len(buf))
+        count = buf.count(b"\n", block_start, block_end)
+        if found + count >= n:
+            block = np.frombuffer(view[block_start:block_end], dtype=np.uint8)
+            position = np.flatnonzero(block == 10)[n - found - 1]
+            return block_start + int(position) + 1, n
+        found += count
+    return len(buf), found
+
+
+def read_lines(store: Store, key: str, offset: int, size: int, n_lines: int,
+               bytes_per_line: float) -> tuple[bytes, int]:
+    """The next `n_lines` lines of `key` from byte `offset` (fewer at the end of the
+    object) and how many lines that is. Reads about n_lines x bytes_per_line bytes,
+    more only if the lines turn out longer."""
+    buf = b""
+    lines = 0
+    position = offset
+    want = int(n_lines * bytes_per_line * 1.05) + 4096
+    while True:
+        end = min(size, position + want)
+        scanned = len(buf)
+        buf += _get_span(store, key, position, end)
+        position = end
+        cut, found = _nth_newline(buf, scanned, n_lines - lines)
+        lines += found
+        if lines == n_lines:
+            return buf[:cut], lines
+        if position >= size:
+            if buf and not buf.endswith(b"\n"):    # a last line without '\n'
+                lines += 1
+            return buf, lines
+        average = len(buf) / max(lines, 1)
+        want = int((n_lines - lines) * average * 1.1) + SCAN_BLOCK
+
+
+# --- sources ---------------------------------------------------------------------------
+
+def _transcode(store: Store, raw_key: str, part_size: int = ingest.DEFAULT_PART_SIZE) -> str:
+    """Stream raw/<x>.gz once into a plain object; returns its key (see module docs)."""
+    plain_key = DECOMPRESSED_PREFIX + raw_key.removesuffix(".gz")
+    if store.head(plain_key) is not None:
+        return plain_key
+    body = store.s3.get_object(Bucket=store.bucket, Key=raw_key)["Body"]
+    try:
+        with ingest.ObjectWriter(store, plain_key, part_size=part_size) as writer:
+            for block in ingest.gunzip_chunks(iter(lambda: body.read(ingest.READ_SIZE), b"")):
+                writer.write(block)
+            writer.close()          # False if a concurrent run finished first: same bytes
+    finally:
+        body.close()
+    return plain_key
+
+
+def _select_source(store: Store, cursor: dict[str, Any], source_url: str | None,
+                   fetch: Fetcher) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The next raw object to consume as a cursor `source` entry (None when all are
+    done), plus what was done on the way (download, transcode) for the result."""
+    actions: dict[str, Any] = {}
+    done = {d["raw_key"] for d in cursor["done"]}
+    keys = [k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")]
+    if not keys and source_url:
+        started = time.perf_counter()
+        actions["downloaded"] = fetch(store, source_url)
+        actions["downloaded"]["seconds"] = round(time.perf_counter() - started, 3)
+        keys = [k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")]
+    pending = sorted(k for k in keys if k not in done)
+    if not pending:
+        return None, actions
+    raw_key = pending[0]
+    read_key = raw_key
+    if raw_key.endswith(".gz"):
+        started = time.perf_counter()
+        read_key = _transcode(store, raw_key)
+        actions["transcoded"] = {"from": raw_key, "to": read_key,
+                                 "seconds": round(time.perf_counter() - started, 3)}
+    head = store.head(read_key)
+    if head is None:
+        raise ConflictError(f"{read_key} vanished while selecting it", key=read_key)
+    return {"raw_key": raw_key, "read_key": read_key, "etag": head["ETag"],
+            "size": int(head["ContentLength"]), "offset": 0, "lines": 0,
+            "first_chunk": cursor["next_chunk"]}, actions
+
+
+def _finish_source(cursor: dict[str, Any]) -> dict[str, Any]:
+    source = cursor["source"]
+    summary = {"raw_key": source["raw_key"], "lines": source["lines"], "bytes": source["size"],
+               "first_chunk": source["first_chunk"], "end_chunk": cursor["next_chunk"]}
+    return {**cursor, "source": None, "done": [*cursor["done"], summary]}
+
+
+# --- one run ---------------------------------------------------------------------------
+
+def _adopt_existing(store: Store, key: str, source: dict[str, Any], ours: bytes) -> bytes:
+    """The chunk another attempt already wrote under `key`, checked against the source."""
+    existing = store.get(key).body
+    if existing != ours:
+        # Cut with another chunk size: it must still be the source bytes at this offset.
+        start = source["offset"]
+        expected = (ours[:len(existing)] if len(existing) <= len(ours)
+                    else _get_span(store, source["read_key"], start, start + len(existing)))
+        at_line_end = existing.endswith(b"\n") or start + len(existing) == source["size"]
+        if existing != expected or not at_line_end:
+            raise DataError(f"{key} exists but does not match {source['read_key']} at byte "
+                            f"{start}; the raw object or the cursor was changed by hand",
+                            key=key)
+    return existing
+
+
+def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
+              fetch: Fetcher) -> dict[str, Any]:
+    started = time.perf_counter()
+    cursor, etag = load_cursor(store)
+    actions: dict[str, Any] = {}
+    changed = False
+    while cursor["source"] is None or cursor["source"]["offset"] >= cursor["source"]["size"]:
+        if cursor["source"] is not None:            # an empty object: nothing to cut
+            cursor, changed = _finish_source(cursor), True
+        source, actions = _select_source(store, cursor, source_url, fetch)
+        if source is None:
+            if changed:
+                store.put_json_if_match(CURSOR_KEY, {**cursor, "updated_at": _now()}, etag)
+            return {"status": "exhausted", "next_chunk": cursor["next_chunk"],
+                    "lines_total": cursor["lines"], "bytes_total": cursor["bytes"],
+                    "sources_done": len(cursor["done"]), "cursor": None, **actions}
+        cursor = {**cursor, "source": source, "updated_at": _now()}
+        etag = store.put_json_if_match(CURSOR_KEY, cursor, etag)
+        changed = False
+
+    source = cursor["source"]
+    head = store.head(source["read_key"])
+    if head is None or head["ETag"] != source["etag"]:
+        raise DataError(f"{source['read_key']} changed or vanished under the chunk cursor; "
+                        "raw objects must be immutable", key=source["read_key"])
+    index = cursor["next_chunk"]
+    key = layout.chunk_key(index)
+    data, lines = read_lines(store, source["read_key"], source["offset"], source["size"],
+                             chunk_lines, cursor["bytes_per_line"])
+    reused = store.put_if_absent(key, data, "text/plain") is None
+    if reused:
+        data = _adopt_existing(store, key, source, data)
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    faults.inject(FAULT_AFTER_WRITE)
+
+    new_offset = source["offset"] + len(data)
+    advanced = {**cursor, "next_chunk": index + 1, "lines": cursor["lines"] + lines,
+                "bytes": cursor["bytes"] + len(data),
+                # a full chunk is a good sample of the line length; a short tail is not
+                "bytes_per_line": (len(data) / lines if lines == chunk_lines
+                                   else cursor["bytes_per_line"]),
+                "source": {**source, "offset": new_offset, "lines": source["lines"] + lines},
+                "updated_at": _now()}
+    finished = new_offset >= source["size"]
+    if finished:
+        advanced = _finish_source(advanced)
+    store.put_json_if_match(CURSOR_KEY, advanced, etag)
+    seconds = time.perf_counter() - started
+    return {"status": "chunked", "chunk_index": index, "key": key, "lines": lines,
+            "bytes": len(data), "seconds": round(seconds, 3),
+            "bytes_per_second": round(len(data) / seconds) if seconds else None,
+            "reused_existing_chunk": reused, "source_finished": finished,
+            "next_chunk": index + 1, "lines_total": advanced["lines"],
+            "cursor": {"raw_key": source["raw_key"], "read_key": source["read_key"],
+                       "offset": new_offset, "size": source["size"]}, **actions}
+
+
+def cut_chunk(store: Store, chunk_lines: int = DEFAULT_CHUNK_LINES, *,
+              source_url: str | None = None, fetch: Fetcher = ingest.put,
+              max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
+    """Cut the next `chunk_lines` lines of raw/ into the next chunk (module docstring).
+
+    Returns {"status": "chunked", "chunk_index", "key", "lines", "bytes", "cursor", ...}
+    or {"status": "exhausted", ...}. A lost race on the cursor is retried from a fresh
+    read up to `max_attempts` times, then raised as ConflictError (the state machine
+    retries that).
+    """
+    if chunk_lines < 1:
+        raise ValueError("chunk_lines must be >= 1")
+    for attempt in range(max_attempts):
+        try:
+            return _cut_once(store, chunk_lines, source_url, fetch)
+        except ConflictError:
+            if attempt == max_attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
