@@ -1,0 +1,82 @@
+"""Train function: newest Parquet window -> MLflow run + registered version + gated
+promotion (ctr.registry.train_and_register).
+
+Event (all optional): {"execution": "<Step Functions execution name>",
+"num_boost_round": N (e.g. 1 for a deliberately weak model in tests),
+"max_train_rows": N, "force": true (train even if no part is newer than the last
+trained version)}. Returns {"status": "trained"|"skipped", "version", "promoted",
+"reason", "metrics", "run_id"}.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from typing import Any
+
+# MLflow draws tqdm progress bars for artifact transfers; in Lambda logs they are noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Lambda's home directory is read-only: matplotlib keeps its font cache in /tmp instead
+# (built once per execution environment, not once per plot).
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from mlflow import MlflowClient
+from pydantic_settings import BaseSettings
+
+from ctr import faults
+from ctr.registry import train_and_register
+from ctr.storage import Store, make_s3_client
+from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace="CtrPipeline")
+
+
+class Settings(BaseSettings):
+    bucket_name: str
+    mlflow_tracking_uri: str
+    model_name: str
+    experiment_name: str
+    max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS
+    num_boost_round: int = TrainParams.num_boost_round
+    promotion_tolerance: float = 0.0
+
+
+settings = Settings()
+store = Store(make_s3_client(), settings.bucket_name)
+client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    event = event if isinstance(event, dict) else {}
+    faults.inject("train.start")  # test-only, inert unless CTR_FAULTS names it
+    params = replace(TrainParams(), num_boost_round=int(event.get("num_boost_round")
+                                                        or settings.num_boost_round))
+    result = train_and_register(
+        store, client, model_name=settings.model_name,
+        experiment_name=settings.experiment_name, params=params,
+        max_train_rows=int(event.get("max_train_rows") or settings.max_train_rows),
+        tolerance=settings.promotion_tolerance,
+        execution=str(event.get("execution") or "manual"), force=bool(event.get("force")))
+    logger.info("train run", extra={"result": result})
+    if result["status"] == "trained":
+        m = result["metrics"]
+        metrics.add_metric(name="ModelsTrained", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="ModelsPromoted", unit=MetricUnit.Count,
+                           value=int(result["promoted"]))
+        for key, name, unit in (("training_seconds", "TrainingSeconds", MetricUnit.Seconds),
+                                ("train_rows", "TrainRows", MetricUnit.Count),
+                                ("peak_rss_mb", "PeakRssMb", MetricUnit.Megabytes),
+                                ("holdout_logloss", "HoldoutLogloss", MetricUnit.NoUnit)):
+            if key in m:
+                metrics.add_metric(name=name, unit=unit, value=m[key])
+    else:
+        metrics.add_metric(name="TrainingSkipped", unit=MetricUnit.Count, value=1)
+    return result

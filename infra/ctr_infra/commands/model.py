@@ -1,0 +1,122 @@
+"""`ctr model list | promote VERSION | rollback | bench`: the model registry by hand.
+
+The tracking server is --tracking-uri, else $MLFLOW_TRACKING_URI, else the running
+local cloud's MLflow; the model is --model-name, else $MODEL_NAME, else
+criteo_ctr_model. Promote and rollback move registry aliases only: serving follows at
+the next reload (`ctr reload`, or the next pipeline run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+DEFAULT_MODEL_NAME = "criteo_ctr_model"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = sub.add_parser("model", help="model registry: list, promote, rollback, benchmark")
+    model_sub = group.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+
+    p = model_sub.add_parser("list", help="every version with aliases, status and metrics")
+    _add_registry_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = model_sub.add_parser("promote", help="give VERSION the alias 'production'")
+    p.add_argument("version", type=int)
+    p.add_argument("--reason", default="manual promotion (ctr model promote)")
+    _add_registry_arguments(p)
+    p.set_defaults(func=cmd_promote)
+
+    p = model_sub.add_parser("rollback", help="production <- previous")
+    p.add_argument("--reason", default="manual rollback (ctr model rollback)")
+    _add_registry_arguments(p)
+    p.set_defaults(func=cmd_rollback)
+
+    p = model_sub.add_parser("bench", help="training quality benchmark on synthetic data")
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--holdout-share", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nthread", type=int, default=0, help="XGBoost threads (0 = all)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON too")
+    p.set_defaults(func=cmd_bench)
+
+
+def _add_registry_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                                          "$MLFLOW_TRACKING_URI, else the local cloud's)")
+    p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", DEFAULT_MODEL_NAME))
+
+
+def client_for(args: argparse.Namespace) -> Any:
+    from mlflow import MlflowClient
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from ctr_infra.localcloud import CloudConfig
+
+        uri = CloudConfig().mlflow_uri
+    return MlflowClient(tracking_uri=uri)
+
+
+def format_versions(versions: list[dict[str, Any]]) -> str:
+    header = ("version", "aliases", "status", "logloss", "auc", "data window", "reason")
+    rows = [header]
+    for v in versions:
+        m = v["metrics"]
+        rows.append((str(v["version"]), ",".join(v["aliases"]) or "-", v["status"] or "-",
+                     f"{m['holdout_logloss']:.5f}" if "holdout_logloss" in m else "-",
+                     f"{m['holdout_auc']:.4f}" if "holdout_auc" in m else "-",
+                     v["data_window"] or "-", (v["status_reason"] or "-")[:70]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ctr import registry
+
+    versions = registry.list_versions(client_for(args), args.model_name)
+    if args.json:
+        print(json.dumps(versions, indent=2))
+    elif not versions:
+        print(f"{args.model_name}: no versions yet")
+    else:
+        print(format_versions(versions))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from ctr import registry
+
+    out = registry.promote(client_for(args), args.model_name, args.version, reason=args.reason)
+    print(f"{out['status']}: production = v{out['production']}, previous = "
+          f"{'v' + str(out['previous']) if out['previous'] else '-'}"
+          "\nserving follows at the next reload (`ctr reload`)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ctr import registry
+
+    out = registry.rollback(client_for(args), args.model_name, reason=args.reason)
+    if out["status"] == "unchanged":
+        print(f"unchanged: production = v{out['production']}; {out['reason']}")
+        return 1
+    print(f"rolled back: production = v{out['production']} (was v{out['rolled_back']})"
+          "\nserving follows at the next reload (`ctr reload`)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ctr_infra import bench_train
+
+    results = bench_train.run(rows=args.rows, holdout_share=args.holdout_share, seed=args.seed,
+                              nthread=args.nthread)
+    print(bench_train.to_markdown(results))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0

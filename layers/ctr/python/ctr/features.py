@@ -1,0 +1,360 @@
+"""The feature transform: one code path from a typed Criteo table to an XGBoost matrix,
+used by training and by serving, saved next to the model.
+
+Why this module exists: the seed encoded categoricals with
+`astype('category').cat.codes` on the training frame, so a code meant "the k-th
+distinct value of *this* frame" and nothing at serving time. Here the mapping is
+state, fitted once on the training window, written as versioned JSON beside the model
+and loaded by the serving function, so a raw value gets the same number on both sides.
+
+Encoding (39 raw columns -> 40 float32 features, NaN = missing)
+---------------------------------------------------------------
+* I1..I13: the integer as a number; missing stays missing (XGBoost routes NaN along
+  each split's learned default direction). No clipping or log: trees only need order.
+* C1..C26 -> `C*_rate`: the smoothed click rate of the value in the training window,
+  (clicks + SMOOTHING * prior) / (impressions + SMOOTHING). Values seen fewer than
+  `min_count` times (and beyond the `max_categories` most frequent ones) are pooled
+  into one "other" bucket with its own pooled rate. A value never seen in training is
+  treated exactly like a rare one -- which is what it most likely is -- so an unseen
+  value gets an informed number, not an arbitrary code. Missing stays NaN.
+* `log_odds_sum`: logit(prior) + sum over the 26 columns of (logit(rate) - logit(prior)),
+  a missing column contributing the rate of "missing" in that column. It is what a
+  naive-Bayes model would predict; the trees start from it instead of having to
+  assemble 26 additive effects one split at a time, so they need far fewer rounds.
+* Out of fold: inside `fit_transform` the training rows get rates (and log-odds sums)
+  computed without their own fold (`FOLDS` contiguous time slices), so the model never
+  learns from a rate that contains its own label. Everything that is scored -- the
+  holdout, the promotion gate, serving -- goes through `encode` with the full
+  statistics; `encode` is the one code path shared by training and serving.
+* Categorical values are 32-bit hashes written as 8 hex characters: they are parsed to
+  integers straight from the Arrow string buffer and looked up by binary search in the
+  sorted kept values. No hash table is rebuilt per call, so a single row at serving
+  time is cheap and two million rows at training time take about a second per column.
+
+Why this encoding: measured with `python -m ctr_infra.bench_encodings --nthread 1`
+(`ctr.synth` seed 0; 400,000 training rows, the next 100,000 held out; XGBoost hist,
+max_depth 8, eta 0.15, up to 200 rounds, early stopping; normalized gap =
+(logloss - Bayes) / (prior - Bayes), lower is better; Bayes 0.40889, prior 0.55879)::
+
+    encoding                                         logloss  AUC     gap    ECE    rounds train s
+    rates + log-odds sum (this module)               0.42738  0.8187  0.123  0.0070   56    40.5
+    rates + log-odds sum + counts                    0.42679  0.8193  0.119  0.0064   66    40.7
+    rates only                                       0.43267  0.8128  0.159  0.0052  147    48.8
+    counts only (count/frequency encoding)           0.45283  0.7894  0.293  0.0057  200    64.3
+    vocabulary <=100 (min 20) + native categorical   0.44959  0.7938  0.272  0.0140  103    82.1
+    vocabulary <=1000 (min 20) + native categorical  0.47629  0.7611  0.450  0.0226  138   109.1
+    hashing to 1024 buckets + native categorical     0.48860  0.7417  0.532  0.0170   92    96.4
+
+Native categorical splits over a large vocabulary overfit (the larger the vocabulary,
+the worse), hashing mixes unrelated values, and counts alone do not say which values
+click. A value's smoothed click rate carries its effect directly, and the log-odds sum
+halves the rounds needed and improves the result; counts on top add 26 features for a
+gain within noise, so they were left out. The state is a few MB of JSON at most (kept
+values x 2 numbers). SMOOTHING: on 500,000 rows with the log-odds sum, the gap was
+0.146 at 20, 0.117 at 100 and 0.118 at 300.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xgboost as xgb
+
+from ctr.errors import DataError, ValidationError
+from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, LABEL
+
+FORMAT_VERSION = 1
+KIND = "click-rate+log-odds"
+MODEL_FILE = "model.ubj"
+TRANSFORM_FILE = "feature_transform.json"
+
+DEFAULT_MIN_COUNT = 10
+DEFAULT_MAX_CATEGORIES = 100_000
+SMOOTHING = 100.0
+FOLDS = 5
+
+FEATURE_NAMES = [*INT_COLUMNS, *(f"{c}_rate" for c in CAT_COLUMNS), "log_odds_sum"]
+N_FEATURES = len(FEATURE_NAMES)
+
+_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10)
+_HEX_VALUE[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16)
+
+
+def _require_columns(table: pa.Table, columns: tuple[str, ...] = FEATURE_COLUMNS) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValidationError(
+            f"table lacks columns {missing}",
+            errors=[{"loc": [c], "msg": "column missing"} for c in missing],
+        )
+
+
+def hex_keys(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Categorical strings -> (uint32 keys as int64, is_missing, is_valid_hex).
+
+    Read from the Arrow buffers: a value is valid when it is exactly 8 lowercase hex
+    characters; other non-missing strings are valid=False (treated as unseen)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if arr.type != pa.string():
+        arr = pc.cast(arr, pa.string())       # dictionary or large_string input
+    n = len(arr)
+    missing = arr.is_null().to_numpy(zero_copy_only=False)
+    keys = np.zeros(n, dtype=np.int64)
+    valid = np.zeros(n, dtype=bool)
+    if n == 0 or missing.all():
+        return keys, missing, valid
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    lengths = np.diff(offsets)
+    rows = np.flatnonzero(lengths == 8)
+    if rows.size == n - int(missing.sum()) and not lengths[missing].any():
+        # The usual case: every value is 8 bytes, nulls are empty -> one contiguous block.
+        chars = data[offsets[0]:offsets[0] + 8 * rows.size].reshape(-1, 8)
+    else:
+        chars = data[offsets[rows][:, None] + np.arange(8)]
+    digits = np.ascontiguousarray(np.take(_HEX_VALUE, chars))
+    # Invalid characters map to 255: any high nibble set in the row's 8 digits.
+    good = (digits.view(np.uint64).ravel() & np.uint64(0xF0F0F0F0F0F0F0F0)) == 0
+    packed = (digits[:, 0::2] << 4) | digits[:, 1::2]          # 4 bytes, big-endian
+    values = np.ascontiguousarray(packed).view(">u4").ravel()
+    if good.all():
+        keys[rows] = values
+        valid[rows] = True
+    else:
+        keys[rows[good]] = values[good]
+        valid[rows[good]] = True
+    return keys, missing, valid
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """Statistics of one categorical column: kept values (sorted keys) with their
+    smoothed click rates, the pooled rate of every other value, and the rate of rows
+    where the column is missing."""
+
+    keys: np.ndarray        # int64, sorted ascending
+    rates: np.ndarray       # float64, aligned with keys
+    other_rate: float
+    missing_rate: float
+
+    def lookup(self, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """The rate of each row's value (float64): kept value, "other", or missing."""
+        keys, missing, valid = hex_keys(column)
+        rate = np.full(keys.size, self.other_rate)
+        if self.keys.size:
+            pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+            known = valid & (self.keys[pos] == keys)
+            rate[known] = self.rates[pos[known]]
+        rate[missing] = self.missing_rate
+        return rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keys": self.keys.tolist(), "rates": self.rates.tolist(),
+                "other_rate": self.other_rate, "missing_rate": self.missing_rate}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnStats:
+        return cls(np.asarray(d["keys"], dtype=np.int64), np.asarray(d["rates"], dtype=np.float64),
+                   float(d["other_rate"]), float(d["missing_rate"]))
+
+
+def _smoothed(clicks: np.ndarray, n: np.ndarray, prior: float) -> np.ndarray:
+    return (clicks + SMOOTHING * prior) / (n + SMOOTHING)
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureTransform:
+    """Fitted encoding state. Build with `fit` (or `fit_transform` for training),
+    persist with `to_dict`/`from_dict`."""
+
+    columns: dict[str, ColumnStats]
+    prior: float
+    min_count: int = DEFAULT_MIN_COUNT
+    max_categories: int = DEFAULT_MAX_CATEGORIES
+
+    # --- fitting -------------------------------------------------------------
+    @classmethod
+    def fit(cls, table: pa.Table, min_count: int = DEFAULT_MIN_COUNT,
+            max_categories: int = DEFAULT_MAX_CATEGORIES) -> FeatureTransform:
+        """Per-column statistics of `table` (which must have the label column)."""
+        return cls.fit_transform(table, min_count, max_categories, out_of_fold=False)[0]
+
+    @classmethod
+    def fit_transform(cls, table: pa.Table, min_count: int = DEFAULT_MIN_COUNT,
+                      max_categories: int = DEFAULT_MAX_CATEGORIES, out_of_fold: bool = True
+                      ) -> tuple[FeatureTransform, np.ndarray | None]:
+        """(transform, training matrix built from out-of-fold rates) -- the matrix is
+        None when `out_of_fold` is False."""
+        _require_columns(table, (LABEL, *FEATURE_COLUMNS))
+        if table.num_rows == 0:
+            raise DataError("cannot fit a feature transform on an empty table")
+        y = table.column(LABEL).to_numpy().astype(np.float64)
+        prior = float(y.mean())
+        if not 0.0 < prior < 1.0:
+            raise DataError("the training window needs both clicks and non-clicks",
+                            positive_rate=prior)
+        n = table.num_rows
+        out = cls._alloc(table) if out_of_fold else None
+        bounds = np.linspace(0, n, FOLDS + 1).astype(np.int64)
+        log_odds = np.full(n, _logit(prior))
+        columns: dict[str, ColumnStats] = {}
+        for j, name in enumerate(CAT_COLUMNS):
+            keys, missing, valid = hex_keys(table.column(name))
+            # Hash-based distinct values (Arrow) instead of a sort of every row.
+            encoded = pc.dictionary_encode(pa.array(keys[valid]))
+            uniq = encoded.dictionary.to_numpy()
+            inverse = encoded.indices.to_numpy()
+            counts = np.bincount(inverse, minlength=uniq.size)
+            kept = np.flatnonzero(counts >= min_count)
+            if kept.size > max_categories:       # most frequent first, ties by key
+                kept = kept[np.lexsort((uniq[kept], -counts[kept]))[:max_categories]]
+            kept = kept[np.argsort(uniq[kept])]  # ColumnStats keeps keys sorted
+            # Bucket of each row: kept value 0..K-1, K = "other", K+1 = missing.
+            other, missing_bucket = kept.size, kept.size + 1
+            slot = np.full(uniq.size, other, dtype=np.int64)
+            slot[kept] = np.arange(kept.size)
+            bucket = np.full(n, other, dtype=np.int64)
+            bucket[valid] = slot[inverse]
+            bucket[missing] = missing_bucket
+            imps = np.bincount(bucket, minlength=kept.size + 2).astype(np.float64)
+            clicks = np.bincount(bucket, weights=y, minlength=kept.size + 2)
+            rates = _smoothed(clicks, imps, prior)
+            columns[name] = ColumnStats(uniq[kept].astype(np.int64), rates[:other],
+                                        float(rates[other]), float(rates[missing_bucket]))
+            if out is None:
+                continue
+            row_rate = np.empty(n)
+            for f in range(FOLDS):
+                rows = slice(bounds[f], bounds[f + 1])
+                b = bucket[rows]
+                f_imps = imps - np.bincount(b, minlength=imps.size)
+                f_clicks = clicks - np.bincount(b, weights=y[rows], minlength=imps.size)
+                row_rate[rows] = _smoothed(f_clicks, f_imps, prior)[b]
+            log_odds += _logit(row_rate) - _logit(prior)
+            out[:, len(INT_COLUMNS) + j] = row_rate
+        transform = cls(columns, prior, min_count, max_categories)
+        if out is not None:
+            transform._fill_ints(table, out)
+            out[:, -1] = log_odds
+        return transform, out
+
+    # --- persistence ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": KIND,
+            "feature_names": FEATURE_NAMES,
+            "smoothing": SMOOTHING,
+            "prior": self.prior,
+            "min_count": self.min_count,
+            "max_categories": self.max_categories,
+            "columns": {c: self.columns[c].to_dict() for c in CAT_COLUMNS},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureTransform:
+        if d.get("format_version") != FORMAT_VERSION or d.get("kind") != KIND:
+            raise ValidationError(
+                f"feature transform {d.get('kind')!r} format_version "
+                f"{d.get('format_version')!r} is not supported (this code reads {KIND!r} "
+                f"format_version {FORMAT_VERSION})",
+                errors=[{"loc": ["format_version"], "msg": "unsupported"}],
+            )
+        return cls({c: ColumnStats.from_dict(d["columns"][c]) for c in CAT_COLUMNS},
+                   float(d["prior"]), int(d["min_count"]), int(d["max_categories"]))
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> FeatureTransform:
+        return cls.from_dict(json.loads(data))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureTransform) and self.to_dict() == other.to_dict()
+
+    # --- encoding ------------------------------------------------------------
+    @staticmethod
+    def _alloc(table: pa.Table) -> np.ndarray:
+        return np.empty((table.num_rows, N_FEATURES), dtype=np.float32)
+
+    @staticmethod
+    def _fill_ints(table: pa.Table, out: np.ndarray) -> None:
+        for j, name in enumerate(INT_COLUMNS):
+            out[:, j] = pc.cast(table.column(name), pa.float32(), safe=False).to_numpy()
+
+    def encode(self, table: pa.Table) -> np.ndarray:
+        """(rows, 40) float32 in FEATURE_NAMES order, NaN = missing integer. Arrow -> NumPy
+        column by column; no pandas frame in between. A label column is ignored."""
+        _require_columns(table)
+        out = self._alloc(table)
+        self._fill_ints(table, out)
+        log_odds = np.full(table.num_rows, _logit(self.prior))
+        for j, name in enumerate(CAT_COLUMNS):
+            rate = self.columns[name].lookup(table.column(name))
+            out[:, len(INT_COLUMNS) + j] = rate
+            log_odds += _logit(rate) - _logit(self.prior)
+        out[:, -1] = log_odds
+        return out
+
+    def matrix(self, table: pa.Table, label: np.ndarray | None = None) -> xgb.DMatrix:
+        """The DMatrix for prediction; labels only if passed explicitly."""
+        return as_dmatrix(self.encode(table), label)
+
+
+def as_dmatrix(x: np.ndarray, label: np.ndarray | None = None) -> xgb.DMatrix:
+    return xgb.DMatrix(x, label=label, missing=np.nan, feature_names=FEATURE_NAMES)
+
+
+def as_quantile_dmatrix(x: np.ndarray, label: np.ndarray, ref: xgb.QuantileDMatrix | None = None,
+                        max_bin: int = 256) -> xgb.QuantileDMatrix:
+    """Training-side matrix: XGBoost keeps only the quantised bins, not a float copy
+    (`ref` shares the training set's bin edges with the holdout)."""
+    return xgb.QuantileDMatrix(x, label=label, missing=np.nan, feature_names=FEATURE_NAMES,
+                               ref=ref, max_bin=max_bin)
+
+
+class Predictor:
+    """A booster plus the transform it was trained with: the unit that is saved,
+    shipped to serving and loaded there."""
+
+    def __init__(self, booster: xgb.Booster, transform: FeatureTransform) -> None:
+        self.booster = booster
+        self.transform = transform
+
+    def predict_table(self, table: pa.Table) -> np.ndarray:
+        if table.num_rows == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.booster.predict(self.transform.matrix(table)).astype(np.float64)
+
+    def model_bytes(self) -> bytes:
+        return bytes(self.booster.save_raw(raw_format="ubj"))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MODEL_FILE).write_bytes(self.model_bytes())
+        (directory / TRANSFORM_FILE).write_bytes(self.transform.to_json())
+
+    @classmethod
+    def load(cls, directory: Path) -> Predictor:
+        return cls.from_bytes((directory / MODEL_FILE).read_bytes(),
+                              (directory / TRANSFORM_FILE).read_bytes())
+
+    @classmethod
+    def from_bytes(cls, model_bytes: bytes, transform_json: bytes) -> Predictor:
+        booster = xgb.Booster()
+        booster.load_model(bytearray(model_bytes))
+        return cls(booster, FeatureTransform.from_json(transform_json))

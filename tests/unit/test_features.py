@@ -1,0 +1,196 @@
+"""FeatureTransform and Predictor: encoding rules, persistence, and training/serving parity."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ctr import synth
+from ctr.errors import DataError, ValidationError
+from ctr.features import (
+    FEATURE_NAMES,
+    FOLDS,
+    FORMAT_VERSION,
+    SMOOTHING,
+    FeatureTransform,
+    Predictor,
+    hex_keys,
+)
+from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, PARQUET_SCHEMA
+from ctr.training import TrainParams, fit
+from tests.synth_parts import parquet_bytes
+
+RATE = {c: FEATURE_NAMES.index(f"{c}_rate") for c in CAT_COLUMNS}
+LOG_ODDS = FEATURE_NAMES.index("log_odds_sum")
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    """Raw rows (as the predict API receives them, label optional) -> typed table."""
+    full = [{"label": r.get("label", 0), **{c: r.get(c) for c in FEATURE_COLUMNS}}
+            for r in rows]
+    return pa.Table.from_pylist(full, schema=PARQUET_SCHEMA)
+
+
+def small_table() -> pa.Table:
+    """C1: "0000000a" x40 (every other one clicked), "0000000b" x19 (never clicked),
+    "000000ff" once (clicked). Other categoricals: one value everywhere."""
+    rows = []
+    for i in range(60):
+        value, label = ("0000000a", i % 2) if i < 40 else ("0000000b", 0)
+        rows.append({"label": label, **{c: i % 7 for c in INT_COLUMNS},
+                     **{c: "00000001" for c in CAT_COLUMNS}, "C1": value})
+    rows[-1].update(C1="000000ff", label=1)
+    return rows_table(rows)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    table, _ = synth.generate_table(6000, seed=3)
+    train, holdout = table.slice(0, 5000), table.slice(5000)
+    result = fit(train, holdout, TrainParams(num_boost_round=15, min_count=5, nthread=1))
+    return result, holdout
+
+
+def test_hex_keys_parse_from_the_arrow_buffers():
+    arr = pa.array(["ffffffff", None, "0000000A", "abc", "00000010", "zzzzzzzz", "00000001"])
+    keys, missing, valid = hex_keys(pa.chunked_array([arr.slice(0, 3), arr.slice(3)]))
+    assert keys[0] == 0xFFFFFFFF and keys[4] == 16 and keys[6] == 1
+    assert missing.tolist() == [False, True, False, False, False, False, False]
+    # Uppercase, wrong length and non-hex strings are not values seen in training.
+    assert valid.tolist() == [True, False, False, False, True, False, True]
+    sliced = hex_keys(arr.slice(4, 3))[0]
+    assert sliced.tolist() == [16, 0, 1]
+
+
+def test_fit_keeps_values_seen_min_count_times_with_smoothed_rates():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    prior = 21 / 60                                  # 20 clicks on "a" + the "ff" one
+    assert t.prior == pytest.approx(prior)
+    stats = t.columns["C1"]
+    assert stats.keys.tolist() == [0xA, 0xB]
+    assert stats.rates[0] == pytest.approx((20 + SMOOTHING * prior) / (40 + SMOOTHING))
+    assert stats.rates[1] == pytest.approx((0 + SMOOTHING * prior) / (19 + SMOOTHING))
+    # The single rare value forms the "other" bucket.
+    assert stats.other_rate == pytest.approx((1 + SMOOTHING * prior) / (1 + SMOOTHING))
+    assert stats.missing_rate == pytest.approx(prior)          # no missing C1: the prior
+    capped = FeatureTransform.fit(small_table(), min_count=5, max_categories=1)
+    assert capped.columns["C1"].keys.tolist() == [0xA]     # the most frequent one
+
+
+def test_encode_integers_as_numbers_and_missing_as_nan():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    x = t.encode(rows_table([{"I1": 5, "I2": -3, "I3": None, "I4": 2**40}]))
+    assert x.shape == (1, len(FEATURE_NAMES)) and x.dtype == np.float32
+    assert x[0, 0] == 5 and x[0, 1] == -3 and math.isnan(x[0, 2])
+    assert x[0, 3] == np.float32(2**40)
+
+
+def test_encode_categoricals_known_rare_unseen_and_missing():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    stats = t.columns["C1"]
+    x = t.encode(rows_table([{"C1": "0000000b"}, {"C1": "000000ff"}, {"C1": "deadbeef"},
+                             {"C1": "not-hex!"}, {"C1": None}]))
+    rate = x[:, RATE["C1"]]
+    assert rate[0] == np.float32(stats.rates[1])
+    # Rare in training, never seen, malformed: all the pooled "other" bucket.
+    assert np.all(rate[1:4] == np.float32(stats.other_rate))
+    assert math.isnan(rate[4])                                   # missing stays missing
+
+
+def test_log_odds_sum_adds_every_column_including_missing_ones():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    x = t.encode(rows_table([{"C1": "0000000b"}, {}]))
+    others = sum(logit(t.columns[c].missing_rate) - logit(t.prior) for c in CAT_COLUMNS[1:])
+    b = logit(t.prior) + logit(t.columns["C1"].rates[1]) - logit(t.prior) + others
+    assert x[0, LOG_ODDS] == pytest.approx(b, rel=1e-6)
+    all_missing = logit(t.prior) + sum(logit(t.columns[c].missing_rate) - logit(t.prior)
+                                       for c in CAT_COLUMNS)
+    assert x[1, LOG_ODDS] == pytest.approx(all_missing, rel=1e-6)
+
+
+def test_training_rows_get_out_of_fold_rates():
+    table = small_table()
+    t, x = FeatureTransform.fit_transform(table, min_count=5)
+    assert x is not None and x.shape == (60, len(FEATURE_NAMES))
+    # Row 58 ("0000000b", last fold) gets the rate of the other folds only: 8 of the
+    # value's 19 rows, none clicked; serving uses all 19.
+    oof = (0 + SMOOTHING * t.prior) / (8 + SMOOTHING)
+    assert x[58, RATE["C1"]] == np.float32(oof)
+    assert x[58, RATE["C1"]] != np.float32(t.columns["C1"].rates[1])
+    # The integers are exactly what `encode` gives; the log-odds sum uses the
+    # out-of-fold rates too.
+    full = t.encode(table)
+    np.testing.assert_array_equal(x[:, :len(INT_COLUMNS)], full[:, :len(INT_COLUMNS)])
+    assert x[58, LOG_ODDS] != full[58, LOG_ODDS]
+    assert FOLDS == 5                       # 60 rows -> folds of 12: row 58 is in the last
+
+
+def test_dictionary_encoded_columns_encode_like_strings():
+    table = small_table()
+    t = FeatureTransform.fit(table, min_count=5)
+    as_dict = table.set_column(table.schema.get_field_index("C1"), "C1",
+                               table.column("C1").dictionary_encode())
+    np.testing.assert_array_equal(t.encode(as_dict), t.encode(table))
+
+
+def test_missing_column_is_a_validation_error():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    with pytest.raises(ValidationError) as err:
+        t.encode(small_table().drop_columns(["C7"]))
+    assert err.value.details["errors"][0]["loc"] == ["C7"]
+
+
+def test_state_round_trips_through_versioned_json():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    d = json.loads(t.to_json())
+    assert d["format_version"] == FORMAT_VERSION and d["feature_names"] == FEATURE_NAMES
+    again = FeatureTransform.from_json(json.dumps(d))
+    assert again == t
+    np.testing.assert_array_equal(again.encode(small_table()), t.encode(small_table()))
+    with pytest.raises(ValidationError):
+        FeatureTransform.from_dict({**d, "format_version": FORMAT_VERSION + 1})
+
+
+def test_fit_needs_both_classes():
+    no_clicks = small_table().set_column(0, "label", pa.array([0] * 60, pa.int8()))
+    with pytest.raises(DataError):
+        FeatureTransform.fit(no_clicks)
+
+
+def test_same_raw_row_same_prediction_training_side_and_serving_side(trained, tmp_path):
+    result, holdout = trained
+    # Training side: what `fit` measured on the holdout (a QuantileDMatrix of the rows).
+    training_side = result.holdout_predictions
+    # Serving side: the bytes as shipped in the bundle, raw rows as the API receives
+    # them (JSON-decoded dicts), after a trip through Parquet like the real data.
+    served = Predictor.from_bytes(result.predictor.model_bytes(),
+                                  result.predictor.transform.to_json())
+    raw_rows = json.loads(json.dumps(
+        pq.read_table(pa.BufferReader(parquet_bytes(holdout))).drop_columns(["label"])
+        .to_pylist()))
+    serving_side = served.predict_table(rows_table(raw_rows))
+    np.testing.assert_allclose(serving_side, training_side, rtol=0, atol=1e-6)
+    for i in (0, 17, 999):                  # one row at a time, as single requests
+        one = served.predict_table(rows_table([raw_rows[i]]))
+        assert one[0] == pytest.approx(training_side[i], abs=1e-6)
+    result.predictor.save(tmp_path / "bundle")
+    loaded = Predictor.load(tmp_path / "bundle")
+    np.testing.assert_allclose(loaded.predict_table(holdout), training_side, atol=1e-6)
+
+
+def test_unseen_and_missing_values_predict_finite_probabilities(trained):
+    result, _ = trained
+    rows = [{c: None for c in FEATURE_COLUMNS},
+            {**{c: "ffffffff" for c in CAT_COLUMNS}, **{c: 10**12 for c in INT_COLUMNS}}]
+    p = result.predictor.predict_table(rows_table(rows))
+    assert p.shape == (2,) and np.all((p > 0) & (p < 1))
+    assert result.predictor.predict_table(rows_table([])).shape == (0,)

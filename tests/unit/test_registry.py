@@ -1,0 +1,263 @@
+"""MLflow logging, gated promotion, promote/rollback/list, against a local SQLite
+tracking store with artifacts in tmp_path (no server, no sockets)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from ctr import layout, registry
+from ctr import metrics as m
+from ctr.errors import NoModelError, NotFoundError
+from ctr.storage import Store
+from ctr.training import TrainParams, load_window
+from tests.fakes import FakeS3
+from tests.synth_parts import put_parts
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+ROWS = 4000
+# Small, fast and robust on a few thousand rows; the recipe itself is tested elsewhere.
+PARAMS = TrainParams(num_boost_round=40, early_stopping_rounds=5, max_depth=4, eta=0.3,
+                     min_count=20, max_categories=50, nthread=1)
+WEAK = TrainParams(num_boost_round=1, max_depth=1, eta=0.05, nthread=1)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> MlflowClient:
+    root = tmp_path_factory.mktemp("mlflow")
+    return MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+
+
+def _experiment(client: MlflowClient, name: str, root: Path) -> str:
+    """Pre-create the experiment so its artifacts land in tmp, not in ./mlruns."""
+    return client.create_experiment(name, artifact_location=(root / name).as_uri())
+
+
+def _aliases(client, name) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+
+def _tags(client, name, version) -> dict[str, str]:
+    return dict(client.get_model_version(name, str(version)).tags)
+
+
+class Scenario:
+    """One model's life, run once for the module (training is the slow part):
+    weak v1 -> skip -> better v2 promoted -> 1-round v3 rejected -> forced v4 that
+    crashed before its gate -> v4 gated on the next call."""
+
+    def __init__(self, client: MlflowClient, root: Path) -> None:
+        self.client, self.name, self.experiment = client, "scenario_model", "scenario_exp"
+        _experiment(client, self.experiment, root)
+        self.store = Store(FakeS3(), "bucket")
+        self.results: dict[str, dict] = {}
+        self.aliases: dict[str, dict[str, str]] = {}
+        self.tags: dict[str, dict[int, dict[str, str]]] = {}   # step -> version -> tags
+
+    def train(self, step: str, params: TrainParams, **kw) -> dict:
+        out = registry.train_and_register(
+            self.store, self.client, model_name=self.name, experiment_name=self.experiment,
+            params=params, execution=f"exec-{step}", **kw)
+        self.results[step] = out
+        self.aliases[step] = _aliases(self.client, self.name) if out["version"] else {}
+        self.tags[step] = {int(v.version): dict(v.tags) for v in
+                           self.client.search_model_versions(f"name='{self.name}'")}
+        return out
+
+
+@pytest.fixture(scope="module")
+def scenario(client, tmp_path_factory) -> Scenario:
+    s = Scenario(client, tmp_path_factory.mktemp("artifacts"))
+    s.results["empty"] = registry.train_and_register(
+        s.store, client, model_name=s.name, experiment_name=s.experiment)
+    put_parts(s.store, 0, 2, ROWS, seed=7)
+    s.train("v1", WEAK)
+    s.train("skip", PARAMS)
+    put_parts(s.store, 2, 1, ROWS, seed=7)
+    s.train("v2", PARAMS)
+    s.holdout_v2 = load_window(s.store, 1).holdout
+    put_parts(s.store, 3, 1, ROWS, seed=7)
+    s.train("v3", WEAK)
+    s.holdout_v3 = load_window(s.store, 1).holdout
+
+    real_gate = registry.gate
+    def crash(*a, **k):
+        raise RuntimeError("simulated crash between register and gate")
+    registry.gate = crash
+    try:
+        with pytest.raises(RuntimeError):
+            s.train("v4-crash", PARAMS, force=True)
+    finally:
+        registry.gate = real_gate
+    s.pending_tags = _tags(client, s.name, 4)
+    s.train("v4-resumed", PARAMS)
+    return s
+
+
+def test_no_parts_is_a_clean_skip(scenario):
+    out = scenario.results["empty"]
+    assert out["status"] == "skipped" and "no parquet parts" in out["reason"]
+    assert out["version"] is None and out["promoted"] is False
+
+
+def test_first_version_becomes_production_with_a_complete_run(scenario, client):
+    out = scenario.results["v1"]
+    assert (out["status"], out["version"], out["promoted"]) == ("trained", 1, True)
+    assert scenario.aliases["v1"] == {"production": "1"}
+    run = client.get_run(out["run_id"])
+    for key in ("holdout_logloss", "holdout_auc", "calibration_error", "train_rows",
+                "holdout_rows", "positive_rate", "training_seconds", "peak_rss_mb"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["train_rows"] == ROWS and run.data.params["max_depth"] == "1"
+    assert run.data.tags["execution"] == "exec-v1"
+    artifacts = {f.path for f in client.list_artifacts(out["run_id"], "plots")}
+    assert artifacts == {f"plots/{n}" for n in ("roc.png", "reliability.png",
+                                                "feature_importance.png",
+                                                "learning_curve.png")}
+    png = Path(client.download_artifacts(out["run_id"], "plots/roc.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [f.path for f in client.list_artifacts(out["run_id"], "feature_transform")] == [
+        registry.TRANSFORM_ARTIFACT]
+    inputs = {d.dataset.name: (d.dataset.digest, [t.value for t in d.tags])
+              for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {layout.parquet_key(0), layout.parquet_key(1)}
+    assert inputs[layout.parquet_key(1)][1] == ["holdout"]
+    tags = scenario.tags["v1"][1]
+    assert tags["status"] == "production" and "first model" in tags["status_reason"]
+    assert tags["data_window"].startswith("parquet parts 0-1, 8000 rows")
+    assert tags["data_last_part"] == "1" and tags["execution"] == "exec-v1"
+    assert float(tags["holdout_logloss"]) == pytest.approx(out["metrics"]["holdout_logloss"],
+                                                           abs=1e-6)
+
+
+def test_skips_when_no_part_is_newer_than_the_last_trained_version(scenario):
+    out = scenario.results["skip"]
+    assert out["status"] == "skipped" and "no new data" in out["reason"]
+    assert out["version"] is None and out["run_id"] is None
+
+
+def test_better_model_is_promoted_and_old_production_becomes_previous(scenario, client):
+    out = scenario.results["v2"]
+    assert (out["version"], out["promoted"]) == (2, True)
+    assert scenario.aliases["v2"] == {"production": "2", "previous": "1"}
+    assert scenario.tags["v2"][1]["status"] == "previous"
+    tags = scenario.tags["v2"][2]
+    assert tags["status"] == "production"
+    assert tags["compared_with_version"] == "1"
+    # The comparison is on the same holdout: re-score v1 on v2's holdout ourselves.
+    y = scenario.holdout_v2.column("label").to_numpy()
+    v1 = registry.load_predictor(client, scenario.name, 1)
+    assert float(tags["production_holdout_logloss"]) == pytest.approx(
+        m.logloss(y, v1.predict_table(scenario.holdout_v2)), abs=1e-6)
+    assert float(tags["candidate_holdout_logloss"]) < float(tags["production_holdout_logloss"])
+    assert client.get_run(out["run_id"]).data.metrics["production_holdout_logloss"] > 0
+
+
+def test_worse_model_is_rejected_and_production_is_unchanged(scenario, client):
+    out = scenario.results["v3"]
+    assert (out["status"], out["version"], out["promoted"]) == ("trained", 3, False)
+    assert scenario.aliases["v3"] == {"production": "2", "previous": "1"}
+    tags = scenario.tags["v3"][3]
+    assert tags["status"] == "rejected"
+    assert "worse than production v2" in tags["status_reason"]
+    assert float(tags["candidate_holdout_logloss"]) > float(tags["production_holdout_logloss"])
+    assert tags["compared_with_version"] == "2" and tags["promotion_tolerance"] == "0"
+
+
+def test_a_version_whose_gate_never_ran_is_gated_on_the_next_call(scenario, client):
+    assert scenario.pending_tags["status"] == "candidate"
+    out = scenario.results["v4-resumed"]
+    assert out["version"] == 4 and out["reason"].startswith("resumed gate")
+    assert _tags(client, scenario.name, 4)["status"] in {"production", "rejected"}
+    assert (scenario.aliases["v4-resumed"]["production"] == "4") == out["promoted"]
+
+
+def test_list_versions_shows_aliases_status_and_metrics(scenario, client):
+    versions = registry.list_versions(client, scenario.name)
+    assert [v["version"] for v in versions] == [4, 3, 2, 1]
+    by = {v["version"]: v for v in versions}
+    assert by[3]["status"] == "rejected" and by[3]["aliases"] == []
+    assert "holdout_logloss" in by[2]["metrics"] and by[2]["run_name"].startswith("train-")
+    assert by[1]["data_window"].startswith("parquet parts 0-1")
+
+
+# --- promote / rollback on versions created directly (no training needed) -----------
+
+@pytest.fixture
+def three_versions(client, request) -> str:
+    name = f"ops_{request.node.name}"
+    registry.ensure_registered_model(client, name)
+    for _ in range(3):
+        client.create_model_version(name, source="file:///nowhere", tags={"status": "candidate"})
+    return name
+
+
+def test_promote_moves_production_and_previous_and_is_idempotent(client, three_versions):
+    name = three_versions
+    assert registry.promote(client, name, 1)["status"] == "promoted"
+    assert _aliases(client, name) == {"production": "1"}
+    registry.promote(client, name, 2)
+    assert _aliases(client, name) == {"production": "2", "previous": "1"}
+    assert registry.promote(client, name, 2)["status"] == "unchanged"
+    registry.promote(client, name, 3)
+    assert _aliases(client, name) == {"production": "3", "previous": "2"}
+    assert [_tags(client, name, v)["status"] for v in (1, 2, 3)] == [
+        "archived", "previous", "production"]
+    with pytest.raises(NotFoundError):
+        registry.promote(client, name, 99)
+
+
+def test_rollback_restores_previous_and_repeating_it_changes_nothing(client, three_versions):
+    name = three_versions
+    with pytest.raises(NoModelError):
+        registry.rollback(client, name)
+    registry.promote(client, name, 1)
+    registry.promote(client, name, 2)
+    out = registry.rollback(client, name)
+    assert out == {"status": "rolled_back", "production": 1, "rolled_back": 2, "previous": None}
+    assert _aliases(client, name) == {"production": "1"}
+    assert _tags(client, name, 1)["status"] == "production"
+    assert _tags(client, name, 2)["status"] == "archived"
+    assert "rolled back to v1" in _tags(client, name, 2)["status_reason"]
+    again = registry.rollback(client, name)
+    assert again["status"] == "unchanged" and _aliases(client, name) == {"production": "1"}
+
+
+def test_rollback_interrupted_after_moving_production_finishes_cleanly(client, three_versions):
+    name = three_versions
+    registry.promote(client, name, 1)
+    registry.promote(client, name, 2)
+    client.set_registered_model_alias(name, "production", "1")   # crash after this step
+    out = registry.rollback(client, name)
+    assert out["production"] == 1 and _aliases(client, name) == {"production": "1"}
+
+
+def test_gate_tolerance_lets_a_slightly_worse_model_through(client, scenario):
+    """Same candidate, same holdout: rejected at tolerance 0, promoted at a tolerance
+    larger than its gap."""
+    name = scenario.name
+    cand = registry.load_predictor(client, name, 3)            # the rejected 1-round model
+    y = scenario.holdout_v3.column("label").to_numpy()
+    prod_version = _aliases(client, name)["production"]
+    prod = registry.load_predictor(client, name, prod_version)
+    gap = (m.logloss(y, cand.predict_table(scenario.holdout_v3))
+           - m.logloss(y, prod.predict_table(scenario.holdout_v3)))
+    assert gap > 0
+    registry.ensure_registered_model(client, "tolerance_model")
+    for source_version in (prod_version, "3"):
+        mv = client.get_model_version(name, source_version)
+        client.create_model_version(
+            "tolerance_model", run_id=mv.run_id,
+            source=client.get_model_version_download_uri(name, source_version))
+    registry.promote(client, "tolerance_model", 1)
+    strict = registry.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, 0.0)
+    loose = registry.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, gap * 1.5)
+    assert (strict.promoted, loose.promoted) == (False, True)
+    assert _aliases(client, "tolerance_model") == {"production": "2", "previous": "1"}
+    assert strict.production_logloss == pytest.approx(loose.production_logloss)
+    assert np.isfinite(strict.production_logloss)
