@@ -37,3 +37,6 @@ def index_of(key: str) -> int:
     """`chunks/chunk_000012.txt` or `parquet/part_000012.parquet` -> 12."""
     stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
     return int(stem.rsplit("_", 1)[-1])
+
+# Snapshot of every registered version, written by reload, read by /model-info.
+REGISTRY_SNAPSHOT_KEY = "serving/registry.json"

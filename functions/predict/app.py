@@ -1,0 +1,35 @@
+"""Predict function: the FastAPI app of `ctr.serving.app` behind API Gateway (Mangum).
+
+Settings (environment): BUCKET_NAME (required), MODEL_NAME, POINTER_TTL_SECONDS,
+MAX_ROWS, WEB_DIR (default: a `web/` directory next to this file or the repository's).
+The app is built at cold start, but reads S3 only on the first request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from mangum import Mangum
+
+from ctr.serving.app import ServingSettings, create_app
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace="CtrPipeline")
+copy_config_to_registered_loggers(source_logger=logger, include={"ctr"})
+
+settings = ServingSettings()  # type: ignore[call-arg]  # values come from the environment
+asgi = Mangum(create_app(settings), lifespan="off")
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    response = asgi(event, context)
+    status = int(response.get("statusCode", 500))
+    metrics.add_metric(name=f"Http{status // 100}xx", unit=MetricUnit.Count, value=1)
+    return response

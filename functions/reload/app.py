@@ -1,0 +1,54 @@
+"""Reload function: publish the registry's `production` version as the serving bundle
+(ctr.bundle.publish_production).
+
+Event: ignored. Returns {"status": "published"|"unchanged", "version", "prefix"};
+raises NoModelError when no version has the alias yet (the registry snapshot for
+/model-info is refreshed first either way).
+Settings (environment): BUCKET_NAME, MLFLOW_TRACKING_URI (required), MODEL_NAME.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# MLflow draws tqdm progress bars for artifact downloads; in Lambda logs they are noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from mlflow import MlflowClient
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ctr.bundle import publish_production
+from ctr.storage import Store, make_s3_client
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace="CtrPipeline")
+copy_config_to_registered_loggers(source_logger=logger, include={"ctr"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(protected_namespaces=())
+
+    bucket_name: str
+    mlflow_tracking_uri: str
+    model_name: str = "criteo_ctr_model"
+
+
+settings = Settings()  # type: ignore[call-arg]  # values come from the environment
+store = Store(make_s3_client(), settings.bucket_name)
+client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    result = publish_production(client, store, settings.model_name).to_dict()
+    logger.info("reload", extra=result)
+    metrics.add_metric(name="ModelPublished", unit=MetricUnit.Count,
+                       value=1 if result["status"] == "published" else 0)
+    return result

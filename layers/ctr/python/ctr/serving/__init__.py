@@ -1,0 +1,6 @@
+"""The predict API: a FastAPI app (wrapped by Mangum in the predict Lambda) that
+serves the bundle named by `serving/production.json` and never imports MLflow.
+
+`app.create_app(settings)` builds it; `schemas` holds the request/response models;
+`errors` maps every error to one JSON shape in one place.
+"""

@@ -1,0 +1,220 @@
+"""Request and response models of the predict API, and request -> table conversion.
+
+The pydantic models check the *shape* of a request (which input form, lists of the
+right kind); the *values* are validated by `ctr.criteo`, the same rules that decide
+which lines of a data file are rejected, so the API and the pipeline cannot disagree
+about what a valid Criteo record is.
+
+Accepted values (decided once, in `ctr.criteo`, documented here for API users):
+
+* I1..I13: a JSON integer, an integral JSON number (`3.0`), or a string holding a
+  decimal integer (`"3"`, `"-1"`; surrounding spaces are ignored), within int64.
+  Booleans and fractional numbers are rejected. `null`, `""` or an absent key = missing.
+* C1..C26: exactly 8 lowercase hex characters (`"68fd1e64"`). `null`, `""` or an absent
+  key = missing. Uppercase hex is rejected rather than silently treated as unseen.
+* `features`: 39 values per row, in the order I1..I13, C1..C26, same rules per value.
+* `lines`: one Criteo TSV line per string, 39 fields (features) or 40 (label first; the
+  label is ignored), empty field = missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+from ctr import criteo
+from ctr.errors import ValidationError
+from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS
+
+_ROW_JSON_SCHEMA = {
+    "type": "object",
+    "description": "One record by field name; absent keys are missing values.",
+    "properties": {
+        **{c: {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*-?[0-9]*\s*$"},
+                         {"type": "null"}]} for c in INT_COLUMNS},
+        **{c: {"anyOf": [{"type": "string", "pattern": "^([0-9a-f]{8})?$"}, {"type": "null"}]}
+           for c in CAT_COLUMNS},
+    },
+    "additionalProperties": False,
+}
+Row = Annotated[dict[str, Any], WithJsonSchema(_ROW_JSON_SCHEMA)]
+FeatureVector = Annotated[list[Any], WithJsonSchema({
+    "type": "array", "minItems": len(FEATURE_COLUMNS), "maxItems": len(FEATURE_COLUMNS),
+    "description": "39 values in the order I1..I13, C1..C26 (null or \"\" = missing)",
+    "items": {"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]},
+})]
+
+EXAMPLE_ROW: dict[str, Any] = {"I1": 1, "I2": 5, "I3": None, "I5": 1382, "C1": "68fd1e64",
+                               "C2": "80e26c9b", "C3": "fb936136", "C6": ""}
+EXAMPLE_FEATURES: list[Any] = [EXAMPLE_ROW.get(c) or None for c in FEATURE_COLUMNS]
+EXAMPLE_LINE = "\t".join("" if v is None else str(v) for v in EXAMPLE_FEATURES)
+EXAMPLES: list[Any] = [{"rows": [EXAMPLE_ROW]}, {"lines": [EXAMPLE_LINE]},
+                       {"features": [EXAMPLE_FEATURES]}]
+INPUT_FORMS = ("rows", "lines", "features")
+
+
+class PredictRequest(BaseModel):
+    """Exactly one of `rows`, `lines`, `features`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": EXAMPLES})
+
+    rows: list[Row] | None = Field(None, min_length=1,
+                                   description="JSON records keyed I1..I13, C1..C26")
+    lines: list[str] | None = Field(None, min_length=1,
+                                    description="Criteo TSV lines with or without the label")
+    features: list[FeatureVector] | None = Field(
+        None, min_length=1, description="the seed's form: 39 values per row, I1..I13, C1..C26")
+
+    @model_validator(mode="after")
+    def _exactly_one_form(self) -> PredictRequest:
+        given = [name for name in INPUT_FORMS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'rows', 'lines' or 'features'"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def form(self) -> str:
+        return next(name for name in INPUT_FORMS if getattr(self, name) is not None)
+
+    @property
+    def num_rows(self) -> int:
+        return len(getattr(self, self.form))
+
+
+def request_to_table(request: PredictRequest, max_rows: int) -> pa.Table:
+    """The request's records as a table of the 39 feature columns (PARQUET_SCHEMA types).
+
+    Raises ValidationError with field-level `errors` ({"loc": ["body", form, i, ...],
+    "msg"}) for too many rows or any invalid value; nothing is predicted then.
+    """
+    form = request.form
+    if request.num_rows > max_rows:
+        raise ValidationError(
+            f"too many rows: {request.num_rows} (at most {max_rows} per request)",
+            errors=[_error(["body", form],
+                           f"at most {max_rows} rows per request, got {request.num_rows}")])
+    if form == "rows":
+        try:
+            return criteo.rows_to_table(request.rows or [])
+        except ValidationError as err:
+            raise _rehome(err, lambda loc, msg: (loc, msg)) from None
+    if form == "lines":
+        table, errors = criteo.lines_to_table(request.lines or [])
+        if errors:
+            raise _rehome(ValidationError(f"{len(errors)} invalid field(s) in lines",
+                                          errors=errors), lambda loc, msg: (loc, msg))
+        return table
+    return _features_to_table(request.features or [])
+
+
+def _features_to_table(features: list[list[Any]]) -> pa.Table:
+    """The seed's positional form, validated by the same rules as `rows`: positions
+    stay in `loc`, column names are added to the messages."""
+    bad_length = [_error(["body", "features", i],
+                         f"expected {len(FEATURE_COLUMNS)} values (I1..I13, C1..C26), "
+                         f"got {len(vector)}")
+                  for i, vector in enumerate(features) if len(vector) != len(FEATURE_COLUMNS)]
+    if bad_length:
+        raise ValidationError(f"{len(bad_length)} feature vector(s) of the wrong length",
+                              errors=bad_length)
+    try:
+        return criteo.rows_to_table([dict(zip(FEATURE_COLUMNS, v, strict=True))
+                                     for v in features])
+    except ValidationError as err:
+        def positional(loc: list[Any], msg: str) -> tuple[list[Any], str]:
+            _, i, name = loc                     # ["rows", i, "C3"]
+            return ["features", i, FEATURE_COLUMNS.index(name)], f"{name}: {msg}"
+        raise _rehome(err, positional) from None
+
+
+def _rehome(err: ValidationError,
+            convert: Callable[[list[Any], str], tuple[list[Any], str]]) -> ValidationError:
+    """A `ctr.criteo` error re-homed under the request body (FastAPI's loc convention);
+    only `loc` and `msg` are kept, so no input is echoed back."""
+    errors = []
+    for e in err.details.get("errors", []):  # type: ignore[attr-defined]
+        loc, msg = convert(list(e["loc"]), str(e["msg"]))
+        errors.append(_error(["body", *loc], msg))
+    return ValidationError(err.message, errors=errors)
+
+
+def _error(loc: list[Any], msg: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg}
+
+
+# --------------------------------------------------------------------------- responses
+
+class ModelRef(BaseModel):
+    """Which model answered: enough to find it in the registry and in the bucket."""
+
+    name: str
+    version: int
+    alias: str
+    run_id: str
+    run_name: str | None
+    artifact_uri: str
+    trained_at: str | None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[float] = Field(description="click probability per input row, in order")
+    num_samples: int
+    model: ModelRef
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description='"ok" when a model is loaded, else "no_model"')
+    model_loaded: bool
+    version: int | None
+    pointer_age_seconds: float | None = Field(
+        description="seconds since this instance last read serving/production.json "
+                    "(at most POINTER_TTL_SECONDS plus the time to the next request)")
+    pointer_ttl_seconds: float
+    published_at: str | None = Field(description="when reload published the loaded version")
+    loaded_at: str | None = Field(description="when this instance loaded it")
+    model_name: str
+    last_error: str | None = Field(description="the last failed pointer check or load, if any")
+
+
+class VersionInfo(BaseModel):
+    version: int
+    aliases: list[str]
+    status: str = Field(description="production, previous, candidate, rejected, archived "
+                                    "or none")
+    status_reason: str | None
+    run_id: str | None
+    run_name: str | None
+    metrics: dict[str, float]
+    created_at: str | None
+    data_window: str | None = None
+
+
+class ModelInfoResponse(BaseModel):
+    model_name: str
+    production_version: int | None = Field(description="the version this API serves")
+    production: dict[str, Any] | None = Field(
+        description="provenance of the served version (serving/v{N}/provenance.json)")
+    versions: list[VersionInfo] = Field(description="every registered version, newest first")
+    snapshot_generated_at: str | None
+
+
+class SamplesResponse(BaseModel):
+    rows: list[dict[str, Any]]
+    lines: list[str] = Field(description="the same rows as Criteo TSV lines without the label")
+    labels: list[int] = Field(description="whether each sample row was actually clicked")
+    source: str = Field(description="the Parquet part the rows come from")
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="error class, e.g. ValidationError or NoModelError")
+    message: str
+    errors: list[ErrorItem] = []
