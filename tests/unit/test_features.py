@@ -16,6 +16,7 @@ from ctr.features import (
     FEATURE_NAMES,
     FOLDS,
     FORMAT_VERSION,
+    INT_BINS,
     SMOOTHING,
     FeatureTransform,
     Predictor,
@@ -75,7 +76,7 @@ def test_fit_keeps_values_seen_min_count_times_with_smoothed_rates():
     t = FeatureTransform.fit(small_table(), min_count=5)
     prior = 21 / 60                                  # 20 clicks on "a" + the "ff" one
     assert t.prior == pytest.approx(prior)
-    stats = t.columns["C1"]
+    stats = t.categoricals["C1"]
     assert stats.keys.tolist() == [0xA, 0xB]
     assert stats.rates[0] == pytest.approx((20 + SMOOTHING * prior) / (40 + SMOOTHING))
     assert stats.rates[1] == pytest.approx((0 + SMOOTHING * prior) / (19 + SMOOTHING))
@@ -83,7 +84,7 @@ def test_fit_keeps_values_seen_min_count_times_with_smoothed_rates():
     assert stats.other_rate == pytest.approx((1 + SMOOTHING * prior) / (1 + SMOOTHING))
     assert stats.missing_rate == pytest.approx(prior)          # no missing C1: the prior
     capped = FeatureTransform.fit(small_table(), min_count=5, max_categories=1)
-    assert capped.columns["C1"].keys.tolist() == [0xA]     # the most frequent one
+    assert capped.categoricals["C1"].keys.tolist() == [0xA]     # the most frequent one
 
 
 def test_encode_integers_as_numbers_and_missing_as_nan():
@@ -92,28 +93,48 @@ def test_encode_integers_as_numbers_and_missing_as_nan():
     assert x.shape == (1, len(FEATURE_NAMES)) and x.dtype == np.float32
     assert x[0, 0] == 5 and x[0, 1] == -3 and math.isnan(x[0, 2])
     assert x[0, 3] == np.float32(2**40)
+    # Only missing integers are NaN: every categorical rate and the sum are numbers.
+    assert not np.isnan(x[0, len(INT_COLUMNS):]).any()
 
 
 def test_encode_categoricals_known_rare_unseen_and_missing():
     t = FeatureTransform.fit(small_table(), min_count=5)
-    stats = t.columns["C1"]
+    stats = t.categoricals["C1"]
     x = t.encode(rows_table([{"C1": "0000000b"}, {"C1": "000000ff"}, {"C1": "deadbeef"},
                              {"C1": "not-hex!"}, {"C1": None}]))
     rate = x[:, RATE["C1"]]
     assert rate[0] == np.float32(stats.rates[1])
     # Rare in training, never seen, malformed: all the pooled "other" bucket.
     assert np.all(rate[1:4] == np.float32(stats.other_rate))
-    assert math.isnan(rate[4])                                   # missing stays missing
+    # Missing: the rate of missing C1 (none in training: the smoothed prior).
+    assert rate[4] == np.float32(stats.missing_rate) == np.float32(t.prior)
 
 
-def test_log_odds_sum_adds_every_column_including_missing_ones():
+def test_integers_are_binned_by_training_quantiles_for_the_log_odds_sum():
     t = FeatureTransform.fit(small_table(), min_count=5)
-    x = t.encode(rows_table([{"C1": "0000000b"}, {}]))
-    others = sum(logit(t.columns[c].missing_rate) - logit(t.prior) for c in CAT_COLUMNS[1:])
-    b = logit(t.prior) + logit(t.columns["C1"].rates[1]) - logit(t.prior) + others
-    assert x[0, LOG_ODDS] == pytest.approx(b, rel=1e-6)
-    all_missing = logit(t.prior) + sum(logit(t.columns[c].missing_rate) - logit(t.prior)
-                                       for c in CAT_COLUMNS)
+    stats = t.integers["I1"]                  # training values 0..6
+    assert stats.edges.tolist() == sorted(set(stats.edges.tolist()))
+    assert 0 < stats.edges.size <= INT_BINS - 1 and stats.rates.size == stats.edges.size + 1
+    col = pa.array([-5, 0, 6, 10**9, None], pa.int64())
+    assert stats.bucket(col).tolist() == [0, int(np.searchsorted(stats.edges, 0, "right")),
+                                          stats.edges.size, stats.edges.size,
+                                          stats.edges.size + 1]
+
+
+def test_log_odds_sum_adds_every_column():
+    t = FeatureTransform.fit(small_table(), min_count=5)
+    row = {"C1": "0000000b", "I1": 3}
+    x = t.encode(rows_table([row, {}]))
+    def contribution(name: str, value: object) -> float:
+        stats = t.categoricals.get(name) or t.integers[name]
+        column = pa.array([value], PARQUET_SCHEMA.field(name).type)
+        rate = stats.bucket_rates()[stats.bucket(column)][0]
+        return logit(rate) - logit(t.prior)
+    expected = logit(t.prior) + sum(contribution(c, row.get(c)) for c in FEATURE_COLUMNS)
+    assert x[0, LOG_ODDS] == pytest.approx(expected, rel=1e-6)
+    assert contribution("C1", "0000000b") == pytest.approx(
+        logit(t.categoricals["C1"].rates[1]) - logit(t.prior))
+    all_missing = logit(t.prior) + sum(contribution(c, None) for c in FEATURE_COLUMNS)
     assert x[1, LOG_ODDS] == pytest.approx(all_missing, rel=1e-6)
 
 
@@ -125,7 +146,7 @@ def test_training_rows_get_out_of_fold_rates():
     # value's 19 rows, none clicked; serving uses all 19.
     oof = (0 + SMOOTHING * t.prior) / (8 + SMOOTHING)
     assert x[58, RATE["C1"]] == np.float32(oof)
-    assert x[58, RATE["C1"]] != np.float32(t.columns["C1"].rates[1])
+    assert x[58, RATE["C1"]] != np.float32(t.categoricals["C1"].rates[1])
     # The integers are exactly what `encode` gives; the log-odds sum uses the
     # out-of-fold rates too.
     full = t.encode(table)
