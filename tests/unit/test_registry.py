@@ -261,3 +261,42 @@ def test_gate_tolerance_lets_a_slightly_worse_model_through(client, scenario):
     assert _aliases(client, "tolerance_model") == {"production": "2", "previous": "1"}
     assert strict.production_logloss == pytest.approx(loose.production_logloss)
     assert np.isfinite(strict.production_logloss)
+
+
+def test_production_in_an_unreadable_transform_format_is_replaced(client, scenario,
+                                                                  monkeypatch):
+    """After a code upgrade that changes the transform format, the gate cannot score the
+    old production model; the new version replaces it instead of being rejected forever.
+    Other load failures (e.g. MLflow down) propagate, so the step is retried."""
+    from ctr.errors import TransientError, ValidationError
+
+    cand = registry.load_predictor(client, scenario.name, 3)
+    registry.ensure_registered_model(client, "format_model")
+    mv = client.get_model_version(scenario.name, "3")
+    for _ in range(2):
+        client.create_model_version("format_model", run_id=mv.run_id,
+                                    source=client.get_model_version_download_uri(
+                                        scenario.name, "3"))
+    registry.promote(client, "format_model", 1)
+
+    def unreadable(*_args, **_kwargs):
+        raise ValidationError("feature transform format_version 0 is not supported")
+
+    monkeypatch.setattr(registry, "load_predictor", unreadable)
+    decision = registry.gate(client, "format_model", 2, cand, scenario.holdout_v3, 0.0)
+    assert decision.promoted and "cannot load" in decision.reason
+    assert _aliases(client, "format_model") == {"production": "2", "previous": "1"}
+
+    def mlflow_down(*_args, **_kwargs):
+        raise TransientError("MLflow unavailable")
+
+    registry.ensure_registered_model(client, "down_model")
+    for _ in range(2):
+        client.create_model_version("down_model", run_id=mv.run_id,
+                                    source=client.get_model_version_download_uri(
+                                        scenario.name, "3"))
+    registry.promote(client, "down_model", 1)
+    monkeypatch.setattr(registry, "load_predictor", mlflow_down)
+    with pytest.raises(TransientError):
+        registry.gate(client, "down_model", 2, cand, scenario.holdout_v3, 0.0)
+    assert _aliases(client, "down_model") == {"production": "1"}

@@ -52,7 +52,7 @@ from mlflow.types import ColSpec, Schema
 
 from ctr import metrics as m
 from ctr import plots
-from ctr.errors import NoModelError, NotFoundError
+from ctr.errors import NoModelError, NotFoundError, ValidationError
 from ctr.features import FEATURE_NAMES, MODEL_FILE, FeatureTransform, Predictor
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 from ctr.storage import Store
@@ -263,12 +263,17 @@ def gate(client: MlflowClient, model_name: str, version: int | str,
     current = aliases.get(PRODUCTION)
     y = holdout.column(LABEL).to_numpy().astype(np.float64)
     cand_ll = m.logloss(y, candidate.predict_table(holdout))
+    if current == str(version):
+        return Decision(True, "already production", int(current))
+    production = _load_production(client, model_name, current)
     if current is None:
         decision = Decision(True, "first model: no production version to compare with")
-    elif current == str(version):
-        return Decision(True, "already production", int(current))
+    elif production is None:
+        decision = Decision(True, f"production v{current} was written in a transform "
+                                  "format this code cannot load; the new version replaces it",
+                            int(current))
     else:
-        prod_ll = m.logloss(y, load_predictor(client, model_name, current).predict_table(holdout))
+        prod_ll = m.logloss(y, production.predict_table(holdout))
         better = cand_ll <= prod_ll + tolerance
         verdict = "no worse than" if better else "worse than"
         decision = Decision(
@@ -288,6 +293,21 @@ def gate(client: MlflowClient, model_name: str, version: int | str,
         _set_tags(client, model_name, version,
                   {"status": STATUS_REJECTED, "status_reason": decision.reason})
     return decision
+
+
+def _load_production(client: MlflowClient, model_name: str,
+                     current: str | None) -> Predictor | None:
+    """The production model, or None when there is none or it was written in a transform
+    format this code cannot read (after a code upgrade): serving runs the same code and
+    could not load it either, and keeping it would reject every future version. Any other
+    failure (MLflow down, ...) propagates, so the step is retried rather than promoting
+    blindly."""
+    if current is None:
+        return None
+    try:
+        return load_predictor(client, model_name, current)
+    except ValidationError:
+        return None
 
 
 def promote(client: MlflowClient, model_name: str, version: int | str,
