@@ -131,8 +131,15 @@ def test_scheduled_rule_starts_executions(cloud, data):
     )["StackResourceDetail"]["PhysicalResourceId"]
     rule = events.describe_rule(Name=name)
     assert rule["ScheduleExpression"] == "rate(10 minutes)" and rule["State"] == "DISABLED"
+    targets = events.list_targets_by_rule(Rule=name)["Targets"]
+    assert [t["Arn"] for t in targets] == [cloud.state_machine_arn]
     started = time.time()
-    events.put_rule(Name=rule["Name"], ScheduleExpression="rate(1 minute)", State="ENABLED")
+    # LocalStack 2026.3 builds a rule's timer in PutTargets, from the rule's rate and
+    # state at that moment (PutRule/EnableRule alone do not touch it), and the timer
+    # fires to the rule's current targets. So: new rate + enabled, then PutTargets (as
+    # CloudFormation does on create); to stop it, remove the targets afterwards.
+    events.put_rule(Name=name, ScheduleExpression="rate(1 minute)", State="ENABLED")
+    events.put_targets(Rule=name, Targets=targets)
     try:
         def scheduled():
             execs = cloud.sfn.list_executions(stateMachineArn=cloud.state_machine_arn)
@@ -142,7 +149,7 @@ def test_scheduled_rule_starts_executions(cloud, data):
         found = cloud.wait_for("an execution started by the schedule", scheduled,
                                timeout_s=150, every_s=5)
     finally:
-        events.put_rule(Name=rule["Name"], ScheduleExpression=rule["ScheduleExpression"],
-                        State="DISABLED")
+        events.remove_targets(Rule=name, Ids=[t["Id"] for t in targets])
+        events.put_rule(Name=name, ScheduleExpression="rate(10 minutes)", State="DISABLED")
     desc = cloud.wait_execution(found[0]["executionArn"])
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
