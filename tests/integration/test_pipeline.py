@@ -17,7 +17,7 @@ import pytest
 from ctr import ingest, layout, synth
 
 CHUNK = 3000
-CHUNKS = 6
+CHUNKS = 9
 CTR = str(Path(sys.executable).with_name("ctr"))
 
 
@@ -109,6 +109,22 @@ def test_permanent_failure_fails_visibly_and_the_next_execution_runs(cloud, data
     _, nxt = run(cloud, "it-after-failure")
     assert nxt["status"] == "SUCCEEDED", nxt.get("cause")
     assert json.loads(nxt["output"])["lease"]["value"]["acquired"] is True
+
+
+def test_many_pending_chunks_fan_out_through_a_distributed_map(cloud, data):
+    """Backfill: chunks cut without aggregating (e.g. `ctr run --stage chunk` in a loop)
+    are converted by a Distributed Map, one child per chunk, when more than two wait."""
+    cut = [cloud.invoke("ChunkFunction", {}) for _ in range(3)]
+    assert all(c["status"] == "chunked" for c in cut), cut
+    pending = cloud.invoke("AggregateFunction", {"action": "plan"})["pending_count"]
+    assert pending >= 3
+    arn, desc = run(cloud, "it-fanout")
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    assert "Aggregate chunks in parallel" in cloud.states_entered(arn)
+    assert cloud.invoke("AggregateFunction", {"action": "plan"})["pending_count"] == 0
+    chunks = chunk_keys(cloud)
+    parts = sorted(cloud.store.list_keys(layout.PARQUET_PREFIX))
+    assert parts == [layout.parquet_key(i) for i in range(len(chunks))]
 
 
 def test_with_no_new_data_an_execution_is_a_clean_noop(cloud, data):
