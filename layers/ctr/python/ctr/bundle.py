@@ -36,6 +36,7 @@ import xgboost as xgb
 from ctr import layout
 from ctr.errors import ConflictError, DataError, NoModelError, NotFoundError
 from ctr.features import Predictor
+from ctr.model_versions import all_versions
 from ctr.storage import Store
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def build_registry_snapshot(client: Any, model_name: str, aliases: dict[str, int
     for alias, v in aliases.items():
         by_version.setdefault(int(v), []).append(alias)
     versions = []
-    for mv in _all_versions(client, model_name):
+    for mv in all_versions(client, model_name):
         number = int(mv.version)
         tags = dict(mv.tags or {})
         cached = known.get(number)
@@ -317,16 +318,6 @@ def _registered_aliases(client: Any, model_name: str) -> dict[str, int]:
     return {alias: int(v) for alias, v in (registered.aliases or {}).items()}
 
 
-def _all_versions(client: Any, model_name: str) -> list[Any]:
-    """All versions, following pagination (`search_model_versions` does not fill aliases)."""
-    out: list[Any] = []
-    token = None
-    while True:
-        page = client.search_model_versions(f"name='{model_name}'", page_token=token)
-        out.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return out
 
 
 def _mlflow_downloader(tracking_uri: str | None) -> Downloader:

@@ -54,6 +54,7 @@ from ctr import metrics as m
 from ctr import plots
 from ctr.errors import NoModelError, NotFoundError, ValidationError
 from ctr.features import FEATURE_NAMES, MODEL_FILE, FeatureTransform, Predictor
+from ctr.model_versions import all_versions
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 from ctr.storage import Store
 from ctr.training import (
@@ -118,15 +119,8 @@ def _aliases(client: MlflowClient, model_name: str) -> dict[str, str]:
 
 
 def _versions(client: MlflowClient, model_name: str) -> list[ModelVersion]:
-    """All versions, newest first, following pagination."""
-    out: list[ModelVersion] = []
-    token = None
-    while True:
-        page = client.search_model_versions(f"name='{model_name}'", page_token=token)
-        out.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            return sorted(out, key=lambda v: int(v.version), reverse=True)
+    """All versions, newest first."""
+    return sorted(all_versions(client, model_name), key=lambda v: int(v.version), reverse=True)
 
 
 def _get_version(client: MlflowClient, model_name: str, version: int | str) -> ModelVersion:
