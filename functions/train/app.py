@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     promotion_tolerance: float = 0.0
 
 
-settings = Settings()
+settings = Settings()  # type: ignore[call-arg]  # values come from the environment
 store = Store(make_s3_client(), settings.bucket_name)
 client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 

@@ -16,6 +16,9 @@ platform, which is what `pip install --target` would put in the layer (without
 read from the running environment (the dev venv) and must match the pins; a mismatch
 is reported as an error rather than measured. Files that two distributions share
 (mlflow-skinny and mlflow-tracing ship the same modules) are counted once.
+Cross-check: `pip install --no-compile --target DIR -r layers/deps-data/requirements.txt`
+from the registry gave 246.6 MB of files where this method gives 246.1 MB (the
+difference is pip's own INSTALLER/REQUESTED/RECORD bookkeeping files).
 
 Two checks go the other way, so that a layer is not only small but sufficient:
 a static import scan (every third-party module imported at module level by the
@@ -57,10 +60,11 @@ FUNCTION_LAYERS = {
     "predict": "deps-serve",
 }
 # Lambda's environment for marker evaluation.
-LAMBDA_ENV = {**default_environment(), "sys_platform": "linux", "platform_system": "Linux",
-              "platform_machine": "x86_64", "os_name": "posix",
-              "python_version": "3.13", "python_full_version": "3.13.0",
-              "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+LAMBDA_ENV: dict[str, str] = {
+    **{k: str(v) for k, v in default_environment().items()},
+    "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+    "os_name": "posix", "python_version": "3.13", "python_full_version": "3.13.0",
+    "implementation_name": "cpython", "platform_python_implementation": "CPython"}
 
 
 def repo_root() -> Path:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctr import synth
+from ctr import criteo, synth
 from ctr.errors import DataError, ValidationError
 from ctr.features import (
     FEATURE_NAMES,
@@ -70,6 +70,11 @@ def test_hex_keys_parse_from_the_arrow_buffers():
     assert valid.tolist() == [True, False, False, False, True, False, True]
     sliced = hex_keys(arr.slice(4, 3))[0]
     assert sliced.tolist() == [16, 0, 1]
+    odd_arrays = (pa.array(["", None]), pa.array([None, None], pa.string()),
+                  pa.array([], pa.string()))
+    for odd in odd_arrays:
+        _, missing, valid = hex_keys(odd)
+        assert not valid.any() and missing.tolist() == [v is None for v in odd.to_pylist()]
 
 
 def test_fit_keeps_values_seen_min_count_times_with_smoothed_rates():
@@ -189,19 +194,22 @@ def test_fit_needs_both_classes():
 
 def test_same_raw_row_same_prediction_training_side_and_serving_side(trained, tmp_path):
     result, holdout = trained
-    # Training side: what `fit` measured on the holdout (a QuantileDMatrix of the rows).
+    # Training side: what `fit` measured on the holdout rows, as read from Parquet.
     training_side = result.holdout_predictions
-    # Serving side: the bytes as shipped in the bundle, raw rows as the API receives
-    # them (JSON-decoded dicts), after a trip through Parquet like the real data.
+    # Serving side: the bytes as shipped in the bundle, and raw requests as the predict
+    # API receives them -- JSON rows and TSV lines -- through ctr.criteo's parsers.
     served = Predictor.from_bytes(result.predictor.model_bytes(),
                                   result.predictor.transform.to_json())
-    raw_rows = json.loads(json.dumps(
-        pq.read_table(pa.BufferReader(parquet_bytes(holdout))).drop_columns(["label"])
-        .to_pylist()))
-    serving_side = served.predict_table(rows_table(raw_rows))
-    np.testing.assert_allclose(serving_side, training_side, rtol=0, atol=1e-6)
+    stored = pq.read_table(pa.BufferReader(parquet_bytes(holdout)))
+    raw_rows = json.loads(json.dumps(stored.drop_columns(["label"]).to_pylist()))
+    from_rows = served.predict_table(criteo.rows_to_table(raw_rows))
+    np.testing.assert_allclose(from_rows, training_side, rtol=0, atol=1e-6)
+    lines = criteo.table_to_lines(stored, with_label=False)
+    table, errors = criteo.lines_to_table(lines)
+    assert errors == []
+    np.testing.assert_allclose(served.predict_table(table), training_side, rtol=0, atol=1e-6)
     for i in (0, 17, 999):                  # one row at a time, as single requests
-        one = served.predict_table(rows_table([raw_rows[i]]))
+        one = served.predict_table(criteo.rows_to_table([raw_rows[i]]))
         assert one[0] == pytest.approx(training_side[i], abs=1e-6)
     result.predictor.save(tmp_path / "bundle")
     loaded = Predictor.load(tmp_path / "bundle")

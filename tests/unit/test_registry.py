@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from ctr import layout, registry
 from ctr import metrics as m
-from ctr.errors import NoModelError, NotFoundError
+from ctr.errors import NoModelError, NotFoundError, TransientError
 from ctr.storage import Store
 from ctr.training import TrainParams, load_window
 from tests.fakes import FakeS3
@@ -28,9 +29,14 @@ WEAK = TrainParams(num_boost_round=1, max_depth=1, eta=0.05, nthread=1)
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory) -> MlflowClient:
+def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    return MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    uri = f"sqlite:///{root}/mlflow.db"
+    # Anything that falls back to MLflow's default store must not write into the repo.
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield MlflowClient(tracking_uri=uri)
+    mlflow.set_tracking_uri(before)
 
 
 def _experiment(client: MlflowClient, name: str, root: Path) -> str:
@@ -300,3 +306,20 @@ def test_production_in_an_unreadable_transform_format_is_replaced(client, scenar
     with pytest.raises(TransientError):
         registry.gate(client, "down_model", 2, cand, scenario.holdout_v3, 0.0)
     assert _aliases(client, "down_model") == {"production": "1"}
+
+
+def test_an_unreachable_tracking_server_is_a_transient_error():
+    from mlflow.exceptions import MlflowException
+
+    class Down:
+        tracking_uri = "http://127.0.0.1:9"
+
+        def search_model_versions(self, *a, **k):
+            raise MlflowException("API request to http://127.0.0.1:9 failed with exception "
+                                  "ConnectionError")
+
+    store = Store(FakeS3(), "bucket")
+    put_parts(store, 0, 1, 100)
+    with pytest.raises(TransientError) as err:
+        registry.train_and_register(store, Down(), model_name="m", experiment_name="e")
+    assert err.value.details["error_code"] == "INTERNAL_ERROR"

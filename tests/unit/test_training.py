@@ -76,9 +76,11 @@ def test_train_beats_the_prior_and_reports_every_metric(store):
     assert m["holdout_auc"] > 0.6
     assert (m["train_rows"], m["holdout_rows"]) == (4000, 2000)
     assert set(result.evals_result) == {"train", "holdout"}
-    # The saved booster is cut back to the best round, and it is what was measured.
-    best = int(np.argmin(result.evals_result["holdout"]["logloss"])) + 1
-    assert result.predictor.booster.num_boosted_rounds() == best
+    # The saved booster is cut back to its best round, and it is what was measured.
+    booster = result.predictor.booster
+    curve = result.evals_result["holdout"]["logloss"]
+    assert booster.num_boosted_rounds() == booster.best_iteration + 1 <= len(curve)
+    assert curve[booster.best_iteration] == pytest.approx(m["holdout_logloss"], abs=1e-5)
     np.testing.assert_allclose(result.predictor.predict_table(result.window.holdout),
                                result.holdout_predictions, atol=1e-6)
 

@@ -16,7 +16,7 @@ from typing import Any
 DEFAULT_MODEL_NAME = "criteo_ctr_model"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("model", help="model registry: list, promote, rollback, benchmark")
     model_sub = group.add_subparsers(dest="model_command", required=True, metavar="ACTION")
 

@@ -52,7 +52,7 @@ from mlflow.types import ColSpec, Schema
 
 from ctr import metrics as m
 from ctr import plots
-from ctr.errors import NoModelError, NotFoundError, ValidationError
+from ctr.errors import DataError, NoModelError, NotFoundError, TransientError, ValidationError
 from ctr.features import FEATURE_NAMES, MODEL_FILE, FeatureTransform, Predictor
 from ctr.model_versions import all_versions
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
@@ -80,6 +80,9 @@ STATUS_PRODUCTION = "production"
 STATUS_PREVIOUS = "previous"
 STATUS_REJECTED = "rejected"
 STATUS_ARCHIVED = "archived"
+
+_TRANSIENT_MLFLOW_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE",
+                           "REQUEST_LIMIT_EXCEEDED"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,13 @@ def _get_version(client: MlflowClient, model_name: str, version: int | str) -> M
         raise
 
 
+def _run_id(mv: ModelVersion) -> str:
+    if not mv.run_id:
+        raise DataError(f"{mv.name} version {mv.version} has no MLflow run",
+                        version=str(mv.version))
+    return str(mv.run_id)
+
+
 def _set_tags(client: MlflowClient, model_name: str, version: int | str,
               tags: dict[str, Any]) -> None:
     for key, value in tags.items():
@@ -177,12 +187,13 @@ def last_trained_part(client: MlflowClient, model_name: str) -> int | None:
 def load_predictor(client: MlflowClient, model_name: str, version: int | str) -> Predictor:
     """Booster + transform of a registered version, from its MLflow artifacts."""
     mv = _get_version(client, model_name, version)
+    run_id = _run_id(mv)
     uri = client.get_model_version_download_uri(model_name, str(mv.version))
     with tempfile.TemporaryDirectory(prefix="ctr-model-") as tmp:
         model_dir = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=str(Path(tmp) / "model"),
             tracking_uri=client.tracking_uri))
-        transform_path = client.download_artifacts(mv.run_id, TRANSFORM_ARTIFACT, tmp)
+        transform_path = client.download_artifacts(run_id, TRANSFORM_ARTIFACT, tmp)
         booster = xgb.Booster()
         booster.load_model(str(model_dir / MODEL_FILE))
         return Predictor(booster, FeatureTransform.from_json(Path(transform_path).read_bytes()))
@@ -191,9 +202,9 @@ def load_predictor(client: MlflowClient, model_name: str, version: int | str) ->
 # --------------------------------------------------------------------------- logging
 
 def _dataset_schema() -> Schema:
-    return Schema([ColSpec("long", LABEL)]
-                  + [ColSpec("long", c) for c in INT_COLUMNS]
-                  + [ColSpec("string", c) for c in CAT_COLUMNS])
+    specs: list[Any] = [ColSpec("long", LABEL), *(ColSpec("long", c) for c in INT_COLUMNS),
+                        *(ColSpec("string", c) for c in CAT_COLUMNS)]
+    return Schema(specs)
 
 
 def log_run(client: MlflowClient, experiment_id: str, result: TrainResult, *,
@@ -217,8 +228,9 @@ def log_run(client: MlflowClient, experiment_id: str, result: TrainResult, *,
         for start in range(0, len(curve), 1000):   # MLflow's log_batch limit
             client.log_batch(run_id, metrics=curve[start:start + 1000])
         for part in window.parts:
-            dataset = MetaDataset(resolve_dataset_source(f"s3://{bucket}/{part.key}"),
-                                  name=part.key, digest=part.digest, schema=_dataset_schema())
+            dataset = MetaDataset(  # type: ignore[abstract]  # concrete at runtime
+                resolve_dataset_source(f"s3://{bucket}/{part.key}"),
+                name=part.key, digest=part.digest, schema=_dataset_schema())
             mlflow.log_input(dataset, context=part.role)
         mlflow.set_tags({"execution": execution, "data_window": window.describe()})
         mlflow.log_dict(predictor.transform.to_dict(), TRANSFORM_ARTIFACT)
@@ -229,8 +241,8 @@ def log_run(client: MlflowClient, experiment_id: str, result: TrainResult, *,
             mlflow.log_artifacts(tmp, PLOTS_ARTIFACT_DIR)
         example = predictor.transform.encode(window.holdout.slice(0, 5))
         signature = ModelSignature(
-            inputs=Schema([ColSpec("float", c) for c in FEATURE_NAMES]),
-            outputs=Schema([ColSpec("double", "click_probability")]))
+            inputs=Schema(list[Any]([ColSpec("float", c) for c in FEATURE_NAMES])),
+            outputs=Schema(list[Any]([ColSpec("double", "click_probability")])))
         model_info = mlflow.xgboost.log_model(
             predictor.booster, name="model", signature=signature,
             input_example=_example_frame(example),
@@ -412,6 +424,20 @@ def register(client: MlflowClient, model_name: str, run_id: str, model_info: Any
     return int(mv.version)
 
 
+@contextlib.contextmanager
+def _mlflow_outage_is_transient() -> Iterator[None]:
+    """An unreachable or failing tracking server (after the MLflow client's own HTTP
+    retries) becomes TransientError, which the state machine retries; request errors
+    such as a bad parameter stay what they are."""
+    try:
+        yield
+    except MlflowException as err:
+        if err.error_code in _TRANSIENT_MLFLOW_CODES:
+            raise TransientError(f"MLflow tracking server failed: {err.message}",
+                                 error_code=err.error_code) from err
+        raise
+
+
 def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
                        experiment_name: str, params: TrainParams | None = None,
                        max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS,
@@ -422,6 +448,17 @@ def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
     Returns {"status": "trained"|"skipped", "version", "promoted", "reason",
     "metrics", "run_id"}.
     """
+    with _mlflow_outage_is_transient():
+        return _train_and_register(store, client, model_name=model_name,
+                                   experiment_name=experiment_name, params=params,
+                                   max_train_rows=max_train_rows, tolerance=tolerance,
+                                   execution=execution, force=force)
+
+
+def _train_and_register(store: Store, client: MlflowClient, *, model_name: str,
+                        experiment_name: str, params: TrainParams | None,
+                        max_train_rows: int, tolerance: float, execution: str,
+                        force: bool) -> dict[str, Any]:
     newest = newest_part_index(store)
     if newest is None:
         return _skipped("no parquet parts yet")
@@ -456,7 +493,7 @@ def _finish_pending_gate(store: Store, client: MlflowClient, model_name: str,
     holdout = load_window(store, max_train_rows=1).holdout
     decision = gate(client, model_name, pending.version,
                     load_predictor(client, model_name, pending.version), holdout, tolerance)
-    run = client.get_run(pending.run_id)
+    run = client.get_run(_run_id(pending))
     return {"status": "trained", "version": int(pending.version),
             "promoted": decision.promoted, "reason": f"resumed gate: {decision.reason}",
             "metrics": dict(run.data.metrics), "run_id": pending.run_id}
