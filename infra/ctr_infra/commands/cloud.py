@@ -11,7 +11,7 @@ from ctr_infra import localcloud
 from ctr_infra.localcloud import CloudConfig
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start LocalStack + MLflow, deploy the stack, print URLs")
     p.add_argument("--schedule", choices=["on", "off"], default="on",
                    help="enable the scheduled rule (default: on)")

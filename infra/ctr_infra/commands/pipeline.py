@@ -23,7 +23,7 @@ STAGES = {"guard": "GuardFunctionName", "chunk": "ChunkFunctionName",
           "reload": "ReloadFunctionName"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the pipeline (or one stage) and print a summary")
     p.add_argument("--stage", choices=sorted(set(STAGES) - {"guard"}),
                    help="invoke one stage's function alone")

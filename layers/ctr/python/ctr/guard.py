@@ -49,14 +49,16 @@ def acquire(store: Store, holder: str, ttl_seconds: float,
             reason = f"took over the expired lease of {other}"
         else:
             reason = "lease was free"
-        new = {"holder": holder, "acquired_at": t, "expires_at": t + ttl_seconds,
-               "generation": int(doc.get("generation", 0)) + 1}
+        expires_at = t + ttl_seconds
+        generation = int(doc.get("generation", 0)) + 1
+        new = {"holder": holder, "acquired_at": t, "expires_at": expires_at,
+               "generation": generation}
         try:
             store.put_json_if_match(LEASE_KEY, new, etag)
         except ConflictError:
             continue  # someone else wrote in between: look again
-        return {"acquired": True, "holder": holder, "expires_at": _iso(new["expires_at"]),
-                "reason": reason, "generation": new["generation"]}
+        return {"acquired": True, "holder": holder, "expires_at": _iso(expires_at),
+                "reason": reason, "generation": generation}
     raise ConflictError("the pipeline lease kept changing while acquiring it")
 
 
