@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic_settings import BaseSettings
 
 from ctr.aggregate import (
     DEFAULT_MAX_REJECT_SHARE,
@@ -22,20 +20,17 @@ from ctr.aggregate import (
     plan,
     raise_for_failures,
 )
-from ctr.storage import Store, make_s3_client
+from ctr.function import FunctionSettings, bucket_store, observability
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics(namespace="CtrPipeline")
+logger, tracer, metrics = observability()
 
 
-class Settings(BaseSettings):
-    bucket_name: str
+class Settings(FunctionSettings):
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
 
 
-settings = Settings()
-store = Store(make_s3_client(), settings.bucket_name)
+settings = Settings()  # type: ignore[call-arg]  # values come from the environment
+store = bucket_store(settings)
 
 
 @logger.inject_lambda_context

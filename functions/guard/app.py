@@ -4,27 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic_settings import BaseSettings
 
 from ctr import guard
 from ctr.errors import ValidationError
-from ctr.storage import Store, make_s3_client
+from ctr.function import FunctionSettings, bucket_store, observability
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+logger, tracer, metrics = observability()
 
 
-class Settings(BaseSettings):
-    bucket_name: str
+class Settings(FunctionSettings):
     lease_seconds: float = 3600.0
 
 
-settings = Settings()
-store = Store(make_s3_client(), settings.bucket_name)
+settings = Settings()  # type: ignore[call-arg]  # values come from the environment
+store = bucket_store(settings)
 
 
 @logger.inject_lambda_context

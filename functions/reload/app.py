@@ -15,31 +15,22 @@ from typing import Any
 # MLflow draws tqdm progress bars for artifact downloads; in Lambda logs they are noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from mlflow import MlflowClient
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ctr.bundle import publish_production
-from ctr.storage import Store, make_s3_client
+from ctr.function import FunctionSettings, bucket_store, observability
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics(namespace="CtrPipeline")
-copy_config_to_registered_loggers(source_logger=logger, include={"ctr"})
+logger, tracer, metrics = observability()
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(protected_namespaces=())
-
-    bucket_name: str
+class Settings(FunctionSettings):
     mlflow_tracking_uri: str
     model_name: str = "criteo_ctr_model"
 
 
 settings = Settings()  # type: ignore[call-arg]  # values come from the environment
-store = Store(make_s3_client(), settings.bucket_name)
+store = bucket_store(settings)
 client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
 

@@ -21,23 +21,18 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # (built once per execution environment, not once per plot).
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from mlflow import MlflowClient
-from pydantic_settings import BaseSettings
 
 from ctr import faults
+from ctr.function import FunctionSettings, bucket_store, observability
 from ctr.registry import train_and_register
-from ctr.storage import Store, make_s3_client
 from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics(namespace="CtrPipeline")
+logger, tracer, metrics = observability()
 
 
-class Settings(BaseSettings):
-    bucket_name: str
+class Settings(FunctionSettings):
     mlflow_tracking_uri: str
     model_name: str
     experiment_name: str
@@ -47,7 +42,7 @@ class Settings(BaseSettings):
 
 
 settings = Settings()  # type: ignore[call-arg]  # values come from the environment
-store = Store(make_s3_client(), settings.bucket_name)
+store = bucket_store(settings)
 client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
 

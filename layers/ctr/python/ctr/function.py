@@ -1,0 +1,51 @@
+"""What every Lambda handler sets up once per execution environment (cold start).
+
+    from ctr.function import FunctionSettings, observability, bucket_store
+
+    logger, tracer, metrics = observability()
+
+    class Settings(FunctionSettings):       # BUCKET_NAME plus the function's own
+        chunk_lines: int = 1_000_000
+
+    settings = Settings()
+    store = bucket_store(settings)
+
+Service name, metrics namespace and log level come from the template's Globals
+(POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_LOG_LEVEL), so every
+function reports under the same names; without them (unit tests, ad-hoc runs) metrics
+still go to the `CtrPipeline` namespace. Powertools' loggers are copied onto the `ctr`
+package's loggers so domain code logs as structured JSON too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ctr.storage import Store, make_s3_client
+
+
+METRICS_NAMESPACE = "CtrPipeline"   # the template sets the same through the environment
+
+
+class FunctionSettings(BaseSettings):
+    """Environment variables of the same name (case-insensitive); BUCKET_NAME is required."""
+
+    model_config = SettingsConfigDict(protected_namespaces=())
+
+    bucket_name: str
+
+
+def observability() -> tuple[Logger, Tracer, Metrics]:
+    logger = Logger()
+    copy_config_to_registered_loggers(source_logger=logger, include={"ctr"})
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE)
+    return logger, Tracer(), Metrics(namespace=namespace)
+
+
+def bucket_store(settings: FunctionSettings) -> Store:
+    """The data bucket through boto3 (AWS_ENDPOINT_URL, when set, points at the emulator)."""
+    return Store(make_s3_client(), settings.bucket_name)
