@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,55 +184,63 @@ def _require_venv(cfg: CloudConfig, venv: str, exe: str) -> Path:
     return path
 
 
+def _start(cfg: CloudConfig, name: str, health_url: str, timeout_s: float,
+           port: tuple[int, str, str], launch: Callable[[], tuple[list[str], dict[str, str]]]
+           ) -> int:
+    """Start process `name` unless ours already runs (its PID file), then wait until
+    `health_url` answers 200. `port` is (port, what, env var) for a clear error when
+    something else holds the port; `launch` gives the argv and environment."""
+    pid = running_pid(cfg, name)
+    if not pid:
+        _check_port(*port)
+        argv, env = launch()
+        pid = _spawn(cfg, name, argv, env)
+    _wait_http(health_url, timeout_s, pid, name, cfg)
+    return pid
+
+
 def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
     """Start LocalStack (host mode) unless ours already runs; return its PID."""
-    pid = running_pid(cfg, "localstack")
-    if pid:
-        _wait_http(f"{cfg.endpoint_url}/_localstack/health", timeout_s, pid, "localstack", cfg)
-        return pid
-    _check_port(cfg.localstack_port, "LocalStack", "CTR_LOCALSTACK_PORT")
-    python = _require_venv(cfg, "localstack", "python")
-    volume = cfg.state_dir / "localstack"
-    volume.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOCALSTACK_"))}
-    env.update({
-        "GATEWAY_LISTEN": f"{LOCALHOST}:{cfg.localstack_port}",
-        "LOCALSTACK_VOLUME_DIR": str(volume),
-        "SKIP_SSL_CERT_DOWNLOAD": "1",
-        "DISABLE_EVENTS": "1",
-        "LAMBDA_RUNTIME_EXECUTOR": "process",
-        "CTR_LAMBDA_PYTHON": str(_require_venv(cfg, "dev", "python")),
-        "CTR_LAMBDA_LOG_DIR": str(cfg.logs_dir / "lambda"),
-        "LAMBDA_KEEPALIVE_MS": os.environ.get("LAMBDA_KEEPALIVE_MS", "600000"),
-        # DNS server off: nothing here needs LocalStack's resolver, and it would bind :53.
-        "DNS_ADDRESS": "0",
-    })
-    pid = _spawn(cfg, "localstack", [str(python), "-m", "localstack.runtime.main"], env)
-    _wait_http(f"{cfg.endpoint_url}/_localstack/health", timeout_s, pid, "localstack", cfg)
-    return pid
+    def launch() -> tuple[list[str], dict[str, str]]:
+        python = _require_venv(cfg, "localstack", "python")
+        volume = cfg.state_dir / "localstack"
+        volume.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "LOCALSTACK_"))}
+        env.update({
+            "GATEWAY_LISTEN": f"{LOCALHOST}:{cfg.localstack_port}",
+            "LOCALSTACK_VOLUME_DIR": str(volume),
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DISABLE_EVENTS": "1",
+            "LAMBDA_RUNTIME_EXECUTOR": "process",
+            "CTR_LAMBDA_PYTHON": str(_require_venv(cfg, "dev", "python")),
+            "CTR_LAMBDA_LOG_DIR": str(cfg.logs_dir / "lambda"),
+            "LAMBDA_KEEPALIVE_MS": os.environ.get("LAMBDA_KEEPALIVE_MS", "600000"),
+            # DNS server off: nothing here needs LocalStack's resolver; it would bind :53.
+            "DNS_ADDRESS": "0",
+        })
+        return [str(python), "-m", "localstack.runtime.main"], env
+
+    return _start(cfg, "localstack", f"{cfg.endpoint_url}/_localstack/health", timeout_s,
+                  (cfg.localstack_port, "LocalStack", "CTR_LOCALSTACK_PORT"), launch)
 
 
 def start_mlflow(cfg: CloudConfig, bucket: str, timeout_s: float = 120) -> int:
     """Start the MLflow tracking server (SQLite file by default, artifacts in S3)."""
-    pid = running_pid(cfg, "mlflow")
-    if pid:
-        _wait_http(f"{cfg.mlflow_uri}/health", timeout_s, pid, "mlflow", cfg)
-        return pid
-    _check_port(cfg.mlflow_port, "the MLflow server", "CTR_MLFLOW_PORT")
-    mlflow = _require_venv(cfg, "dev", "mlflow")
-    db_dir = cfg.state_dir / "mlflow"
-    db_dir.mkdir(parents=True, exist_ok=True)
-    backend = os.environ.get("CTR_MLFLOW_BACKEND_URI", f"sqlite:///{db_dir / 'mlflow.db'}")
-    env = dict(os.environ)
-    env.update(aws_env(cfg))
-    env["MLFLOW_S3_ENDPOINT_URL"] = cfg.endpoint_url
-    argv = [str(mlflow), "server", "--host", LOCALHOST, "--port", str(cfg.mlflow_port),
-            "--workers", os.environ.get("CTR_MLFLOW_WORKERS", "2"),
-            "--backend-store-uri", backend,
-            "--artifacts-destination", f"s3://{bucket}/mlflow-artifacts"]
-    pid = _spawn(cfg, "mlflow", argv, env)
-    _wait_http(f"{cfg.mlflow_uri}/health", timeout_s, pid, "mlflow", cfg)
-    return pid
+    def launch() -> tuple[list[str], dict[str, str]]:
+        mlflow = _require_venv(cfg, "dev", "mlflow")
+        db_dir = cfg.state_dir / "mlflow"
+        db_dir.mkdir(parents=True, exist_ok=True)
+        backend = os.environ.get("CTR_MLFLOW_BACKEND_URI", f"sqlite:///{db_dir / 'mlflow.db'}")
+        env = {**os.environ, **aws_env(cfg), "MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url}
+        argv = [str(mlflow), "server", "--host", LOCALHOST, "--port", str(cfg.mlflow_port),
+                "--workers", os.environ.get("CTR_MLFLOW_WORKERS", "2"),
+                "--backend-store-uri", backend,
+                "--artifacts-destination", f"s3://{bucket}/mlflow-artifacts"]
+        return argv, env
+
+    return _start(cfg, "mlflow", f"{cfg.mlflow_uri}/health", timeout_s,
+                  (cfg.mlflow_port, "the MLflow server", "CTR_MLFLOW_PORT"), launch)
 
 
 def stop(cfg: CloudConfig, names: tuple[str, ...] = ("mlflow", "localstack")) -> list[str]:
