@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv up down status logs deploy test test-unit test-integration test-e2e lint \
-        bench bench-quick reliability lock clean
+        security bench bench-quick reliability lock clean
 
 help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: venv ## ruff, mypy and cfn-lint
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy layers/ctr/python/ctr infra/ctr_infra
 	@$(VENV)/bin/cfn-lint template.yaml
+
+security: venv ## cfn-lint + checkov (template, Dockerfile), bandit, secrets scan, IAM and API checks (also in make test)
+	@$(VENV)/bin/pytest -v tests/unit/test_security.py tests/unit/test_template.py $(PYTEST_ARGS)
 
 bench: venv ## measure the whole system side by side; writes .local/bench/results.json
 	@$(CTR) bench

@@ -4,6 +4,8 @@
 #   .local/venvs/dev         the project + dev/test tools (requirements/dev.lock)
 #   .local/venvs/localstack  LocalStack host mode (requirements/localstack.lock) + the
 #                            process Lambda executor plugin (infra/lambda_executor)
+#   .local/venvs/checkov     the IaC security scanner (requirements/checkov.lock); its own
+#                            venv because its pins (old boto3, packaging 23) clash with dev
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venvs="$root/.local/venvs"
@@ -85,4 +87,13 @@ if [[ ! -f "$venvs/localstack/.executor-stamp" || "$(cat "$venvs/localstack/.exe
   "$venvs/localstack/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$root/infra/lambda_executor" 2> >(grep -v "is ignored: it is neither" >&2)
   rm -rf "$root/infra/lambda_executor/build" "$root"/infra/lambda_executor/*.egg-info
   echo "$ex_hash" > "$venvs/localstack/.executor-stamp"
+fi
+
+# Checkov venv: its freeze in ONE resolver pass, like the others (used by `make security`
+# and tests/unit/test_security.py).
+ck_hash=$(hash_of "$root/requirements/checkov.lock")
+if ensure_venv checkov "$ck_hash"; then
+  echo "==> creating .local/venvs/checkov (IaC security scanner)"
+  "$venvs/checkov/bin/pip" install -q -r "$root/requirements/checkov.lock" 2> >(grep -v "is ignored: it is neither" >&2)
+  echo "$ck_hash" > "$venvs/checkov/.stamp"
 fi

@@ -1,10 +1,30 @@
 """Deploy template.yaml to the local cloud's CloudFormation (with the SAM transform).
 
-The template is the single source of truth. For the local cloud only code locations
-change: every function's CodeUri and every layer's ContentUri points at the source
-directory in this checkout through LocalStack's hot-reload marker bucket, so edits take
-effect without a rebuild, and the state machine's DefinitionUri is inlined (the
-emulator's transform cannot read local files). Everything else goes through unchanged.
+The template is the single source of truth. For the local cloud only packaging changes:
+- every function's CodeUri and every layer's ContentUri points at the source directory
+  in this checkout through LocalStack's hot-reload marker bucket, so edits take effect
+  without a rebuild;
+- container-image functions (train, reload, predict: too big for a zip package in AWS)
+  become zip functions of their source directory (`functions/<DockerBuildArgs.FUNCTION>`)
+  with the runtime and handler of the image (`infra/images/function.Dockerfile`) and the
+  shared code layers, since there is no Docker engine to build or run images;
+- dependency layers (a layer with a `Metadata.BuildMethod`, which `sam build`
+  pip-installs from its requirements.txt) are dropped: the process Lambda executor runs
+  every function with the project's environment on the import path, which already holds
+  those packages (what each function ships to AWS is checked by ctr_infra.sizes);
+- the state machine's DefinitionUri is inlined (the emulator's transform cannot read
+  local files);
+- an API's `AlwaysDeploy` is dropped: with it every stack update replaces the API
+  deployment resource, and LocalStack 2026.3 then ends the update with the stack's
+  outputs gone (measured).
+Everything else goes through unchanged.
+
+One limit of the emulator shows through: LocalStack 2026.3 does not implement updating
+an API Gateway RestApi from CloudFormation (its update handler raises
+NotImplementedError and the stack update still "completes"), so a change of the API's
+body on an existing local stack is silently not applied. `RequireApiKey` changes the
+body, so `deploy()` refuses to change it on an existing local stack (a clear error
+instead of an API that stays open): create the stack with the value wanted.
 """
 
 from __future__ import annotations
@@ -20,6 +40,11 @@ from cfnlint.decode import cfn_yaml
 from ctr_infra.localcloud import CloudConfig, CloudError, api_url, boto3_client, repo_root
 
 HOT_RELOAD_BUCKET = "hot-reload"  # LocalStack's BUCKET_MARKER_LOCAL
+# What an image function runs as locally: the base image's Python and the image's CMD.
+LOCAL_RUNTIME = "python3.13"
+LOCAL_HANDLER = "app.lambda_handler"
+IMAGE_METADATA = ("Dockerfile", "DockerContext", "DockerTag", "DockerBuildTarget",
+                  "DockerBuildArgs")
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
 FAILED = {"CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE",
           "UPDATE_ROLLBACK_FAILED", "DELETE_COMPLETE", "DELETE_FAILED",
@@ -32,23 +57,93 @@ def load_template(path: Path) -> dict[str, Any]:
 
 
 def localize(template: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Rewrite code locations for the local cloud (see module docstring)."""
+    """Rewrite packaging for the local cloud (see module docstring)."""
     out = json.loads(json.dumps(template))
-    for name, res in out.get("Resources", {}).items():
+    resources = out.get("Resources", {})
+    dep_layers = {name for name, res in resources.items() if _is_dependency_layer(res)}
+    for name in dep_layers:
+        del resources[name]
+    code_layers = [{"Ref": name} for name, res in resources.items()
+                   if res.get("Type") == "AWS::Serverless::LayerVersion"]
+    fn_globals = out.get("Globals", {}).get("Function", {})
+    if "Layers" in fn_globals:
+        fn_globals["Layers"] = _without_refs(fn_globals["Layers"], dep_layers)
+    for name, res in resources.items():
         props = res.get("Properties", {})
         kind = res.get("Type")
-        if kind == "AWS::Serverless::Function" and isinstance(props.get("CodeUri"), str):
-            props["CodeUri"] = {"Bucket": HOT_RELOAD_BUCKET,
-                                "Key": str((root / props["CodeUri"]).resolve())}
+        if kind == "AWS::Serverless::Function":
+            if props.get("PackageType") == "Image":
+                _image_to_zip(name, res, code_layers)
+            if "Layers" in props:
+                props["Layers"] = _without_refs(props["Layers"], dep_layers)
+            if isinstance(props.get("CodeUri"), str):
+                props["CodeUri"] = _hot_reload(root, props["CodeUri"])
         elif kind == "AWS::Serverless::LayerVersion" and isinstance(props.get("ContentUri"), str):
-            props["ContentUri"] = {"Bucket": HOT_RELOAD_BUCKET,
-                                   "Key": str((root / props["ContentUri"]).resolve())}
+            props["ContentUri"] = _hot_reload(root, props["ContentUri"])
+        elif kind == "AWS::Serverless::Api":
+            props.pop("AlwaysDeploy", None)
         elif kind == "AWS::Serverless::StateMachine" and "DefinitionUri" in props:
             uri = props.pop("DefinitionUri")
             if not isinstance(uri, str):
                 raise CloudError(f"{name}: only a local DefinitionUri file is supported")
             props["Definition"] = json.loads((root / uri).read_text())
     return out
+
+
+def _hot_reload(root: Path, rel: str) -> dict[str, str]:
+    return {"Bucket": HOT_RELOAD_BUCKET, "Key": str((root / rel).resolve())}
+
+
+def _is_dependency_layer(res: dict[str, Any]) -> bool:
+    return (res.get("Type") == "AWS::Serverless::LayerVersion"
+            and "BuildMethod" in res.get("Metadata", {}))
+
+
+def _without_refs(layers: list[Any], names: set[str]) -> list[Any]:
+    return [layer for layer in layers
+            if not (isinstance(layer, dict) and layer.get("Ref") in names)]
+
+
+def _image_to_zip(name: str, res: dict[str, Any], code_layers: list[dict[str, str]]) -> None:
+    """A container-image function -> a zip function of its source directory."""
+    props = res["Properties"]
+    metadata = res.get("Metadata", {})
+    function = metadata.get("DockerBuildArgs", {}).get("FUNCTION")
+    if not isinstance(function, str) or not function:
+        raise CloudError(f"{name}: an image function needs Metadata.DockerBuildArgs.FUNCTION "
+                         "(its directory under functions/) to run on the local cloud")
+    for key in ("PackageType", "ImageUri", "ImageConfig"):
+        props.pop(key, None)
+    props.update({"CodeUri": f"functions/{function}", "Runtime": LOCAL_RUNTIME,
+                  "Handler": LOCAL_HANDLER, "Layers": list(code_layers)})
+    for key in IMAGE_METADATA:
+        metadata.pop(key, None)
+    if "Metadata" in res and not metadata:
+        del res["Metadata"]
+
+
+# Parameters that change the API's body, which the emulator cannot update (see above).
+API_BODY_PARAMETERS = ("RequireApiKey",)
+
+
+def check_api_parameters(template: dict[str, Any], deployed: dict[str, str],
+                         wanted: dict[str, str]) -> None:
+    """Refuse to change a parameter of API_BODY_PARAMETERS on an existing local stack."""
+    defaults = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    for name in API_BODY_PARAMETERS:
+        before = deployed.get(name, defaults.get(name))
+        after = str(wanted.get(name, defaults.get(name)))
+        if before != after:
+            raise CloudError(
+                f"{name} is {before} on the deployed local stack and cannot become {after} "
+                "by an update: the emulator does not apply changes to an existing API. "
+                "Deploy it as a new stack (CTR_STACK_NAME) or recreate this one "
+                "(make down && make clean && make up).")
+
+
+def _deployed_parameters(cfn: Any, name: str) -> dict[str, str]:
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
 
 
 def _params(values: dict[str, str]) -> list[dict[str, str]]:
@@ -58,7 +153,8 @@ def _params(values: dict[str, str]) -> list[dict[str, str]]:
 def deploy(cfg: CloudConfig, parameters: dict[str, str], timeout_s: float = 300) -> dict[str, str]:
     """Create or update the stack; wait for it; return its outputs (+ the local API URL)."""
     root = repo_root()
-    body = json.dumps(localize(load_template(root / "template.yaml"), root))
+    template = load_template(root / "template.yaml")
+    body = json.dumps(localize(template, root))
     cfn = boto3_client(cfg, "cloudformation")
     kwargs = {"StackName": cfg.stack_name, "TemplateBody": body,
               "Parameters": _params(parameters),
@@ -73,6 +169,7 @@ def deploy(cfg: CloudConfig, parameters: dict[str, str], timeout_s: float = 300)
     if current in (None, "DELETE_COMPLETE"):
         cfn.create_stack(**kwargs)
     else:
+        check_api_parameters(template, _deployed_parameters(cfn, cfg.stack_name), parameters)
         try:
             cfn.update_stack(**kwargs)
         except ClientError as err:

@@ -148,7 +148,8 @@ def _wait_http(url: str, timeout_s: float, pid: int, name: str, cfg: CloudConfig
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+            # Always an http://127.0.0.1:<port>/ URL built from CloudConfig (loopback only).
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310  # nosec B310
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -216,6 +217,11 @@ def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
             "CTR_LAMBDA_PYTHON": str(_require_venv(cfg, "dev", "python")),
             "CTR_LAMBDA_LOG_DIR": str(cfg.logs_dir / "lambda"),
             "LAMBDA_KEEPALIVE_MS": os.environ.get("LAMBDA_KEEPALIVE_MS", "600000"),
+            # A cold start imports the handler (train: MLflow + XGBoost, 12-25 s on a loaded
+            # 2-core machine); LocalStack's 20 s default failed it as Lambda.ServiceException.
+            # 60 s = the process executor's own startup wait (worker.Worker.start).
+            "LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT": os.environ.get(
+                "LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT", "60"),
             # DNS server off: nothing here needs LocalStack's resolver; it would bind :53.
             "DNS_ADDRESS": "0",
         })

@@ -1,5 +1,6 @@
-"""template.yaml is valid for AWS (cfn-lint) and the local deploy changes only code
-locations."""
+"""template.yaml is valid for AWS (cfn-lint), and the local deploy changes only
+packaging: every function becomes a zip function of its source directory (image
+functions included), dependency layers are dropped, the state machine is inlined."""
 
 from __future__ import annotations
 
@@ -8,9 +9,39 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctr_infra.deploy import HOT_RELOAD_BUCKET, load_template, localize
+import pytest
+
+from ctr_infra.deploy import (
+    HOT_RELOAD_BUCKET,
+    IMAGE_METADATA,
+    LOCAL_HANDLER,
+    LOCAL_RUNTIME,
+    check_api_parameters,
+    load_template,
+    localize,
+)
+from ctr_infra.localcloud import CloudError
 
 ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(ROOT / "template.yaml")
+LOCAL = localize(TEMPLATE, ROOT)
+
+
+def functions(tpl: dict) -> dict[str, dict]:
+    return {n: r for n, r in tpl["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+
+
+def refs(node: object) -> set[str]:
+    """Every name a Ref or Fn::GetAtt points at, anywhere below `node`."""
+    if isinstance(node, dict):
+        found = {str(node["Ref"]).split(".")[0]} if "Ref" in node else set()
+        if "Fn::GetAtt" in node:
+            target = node["Fn::GetAtt"]
+            found.add((target[0] if isinstance(target, list) else target).split(".")[0])
+        return found.union(*(refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(refs(v) for v in node))
+    return set()
 
 
 def test_cfn_lint_is_clean():
@@ -20,49 +51,74 @@ def test_cfn_lint_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_localize_rewrites_only_code_locations():
-    original = load_template(ROOT / "template.yaml")
-    local = localize(original, ROOT)
-    changed = []
-    for name, res in original["Resources"].items():
-        props, lprops = res.get("Properties", {}), local["Resources"][name].get("Properties", {})
-        for key in set(props) | set(lprops):
-            if props.get(key) != lprops.get(key):
-                changed.append((res["Type"], key))
-    assert set(changed) <= {("AWS::Serverless::Function", "CodeUri"),
-                            ("AWS::Serverless::LayerVersion", "ContentUri"),
-                            ("AWS::Serverless::StateMachine", "DefinitionUri"),
-                            ("AWS::Serverless::StateMachine", "Definition")}
-    assert {k: v for k, v in original.items() if k != "Resources"} == \
-        {k: v for k, v in local.items() if k != "Resources"}
-    fn = local["Resources"]["ChunkFunction"]["Properties"]["CodeUri"]
-    assert fn == {"Bucket": HOT_RELOAD_BUCKET, "Key": str(ROOT / "functions" / "chunk")}
-    layer = local["Resources"]["CtrLayer"]["Properties"]["ContentUri"]
-    assert Path(layer["Key"], "python", "ctr", "__init__.py").exists()
-    sm = local["Resources"]["PipelineStateMachine"]["Properties"]
+def test_localize_changes_only_packaging():
+    dropped = {n for n, r in TEMPLATE["Resources"].items()
+               if "BuildMethod" in r.get("Metadata", {})}
+    assert dropped == {"DepsDataLayer"}
+    assert set(LOCAL["Resources"]) == set(TEMPLATE["Resources"]) - dropped
+    changed = set()
+    for name, res in LOCAL["Resources"].items():
+        before = TEMPLATE["Resources"][name]
+        props, lprops = before.get("Properties", {}), res.get("Properties", {})
+        changed |= {(res["Type"], k) for k in set(props) | set(lprops)
+                    if props.get(k) != lprops.get(k)}
+        if before.get("Metadata") != res.get("Metadata"):
+            kept = {k: v for k, v in before.get("Metadata", {}).items()
+                    if k not in IMAGE_METADATA}
+            assert res.get("Metadata", {}) == kept, name
+        assert {k: v for k, v in res.items() if k not in ("Properties", "Metadata")} == \
+            {k: v for k, v in before.items() if k not in ("Properties", "Metadata")}, name
+    fn = "AWS::Serverless::Function"
+    assert changed <= {(fn, "CodeUri"), (fn, "PackageType"), (fn, "Runtime"), (fn, "Handler"),
+                       (fn, "Layers"), (fn, "ImageUri"), (fn, "ImageConfig"),
+                       ("AWS::Serverless::LayerVersion", "ContentUri"),
+                       ("AWS::Serverless::StateMachine", "DefinitionUri"),
+                       ("AWS::Serverless::StateMachine", "Definition"),
+                       ("AWS::Serverless::Api", "AlwaysDeploy")}
+    assert {k: v for k, v in TEMPLATE.items() if k != "Resources"} == \
+        {k: v for k, v in LOCAL.items() if k != "Resources"}
+    sm = LOCAL["Resources"]["PipelineStateMachine"]["Properties"]
     assert sm["Definition"] == json.loads((ROOT / "statemachine/pipeline.asl.json").read_text())
 
 
-def test_every_function_code_dir_exists_with_its_handler():
-    tpl = load_template(ROOT / "template.yaml")
-    default_handler = tpl["Globals"]["Function"]["Handler"]
-    functions = {n: r for n, r in tpl["Resources"].items()
-                 if r["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"GuardFunction", "ChunkFunction", "AggregateFunction",
-                              "TrainFunction",
-                              "ReloadFunction", "PredictFunction"}
-    for name, res in functions.items():
-        handler = res["Properties"].get("Handler", default_handler)
-        module = handler.rsplit(".", 1)[0]
-        assert (ROOT / res["Properties"]["CodeUri"] / f"{module}.py").exists(), name
+def test_localize_makes_every_function_a_hot_reload_zip_function():
+    layers = {n: r for n, r in LOCAL["Resources"].items()
+              if r["Type"] == "AWS::Serverless::LayerVersion"}
+    assert set(layers) == {"CtrLayer"}
+    assert Path(layers["CtrLayer"]["Properties"]["ContentUri"]["Key"],
+                "python", "ctr", "__init__.py").exists()
+    images = {n for n, r in functions(TEMPLATE).items()
+              if r["Properties"].get("PackageType") == "Image"}
+    assert images == {"TrainFunction", "ReloadFunction", "PredictFunction"}
+    for name, res in functions(LOCAL).items():
+        props = res["Properties"]
+        assert props.get("PackageType", "Zip") == "Zip", name
+        assert not {"ImageUri", "ImageConfig"} & set(props), name
+        assert not set(IMAGE_METADATA) & set(res.get("Metadata", {})), name
+        code = props["CodeUri"]
+        directory = ROOT / "functions" / name.removesuffix("Function").lower()
+        assert code == {"Bucket": HOT_RELOAD_BUCKET, "Key": str(directory)}, name
+        assert (props["Runtime"], props["Handler"]) == (LOCAL_RUNTIME, LOCAL_HANDLER), name
+        assert (directory / f"{props['Handler'].rsplit('.', 1)[0]}.py").is_file(), name
+        assert props["Layers"] == [{"Ref": "CtrLayer"}], name
+    known = set(LOCAL["Resources"]) | set(LOCAL["Parameters"])
+    dangling = {ref for ref in refs(LOCAL["Resources"]) if not ref.startswith("AWS::")} - known
+    assert not dangling, dangling
+    assert "AlwaysDeploy" not in LOCAL["Resources"]["PredictApi"]["Properties"]
 
 
-def test_bucket_is_private_encrypted_versioned_and_tls_only():
-    tpl = load_template(ROOT / "template.yaml")
-    bucket = tpl["Resources"]["DataBucket"]["Properties"]
-    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
-    assert all(bucket["PublicAccessBlockConfiguration"].values())
-    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    stmt = tpl["Resources"]["DataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
-    assert stmt["Effect"] == "Deny"
-    assert stmt["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+def test_localize_needs_the_function_directory_of_an_image_function():
+    tpl = json.loads(json.dumps(TEMPLATE))
+    del tpl["Resources"]["TrainFunction"]["Metadata"]["DockerBuildArgs"]["FUNCTION"]
+    with pytest.raises(CloudError, match="TrainFunction: an image function needs"):
+        localize(tpl, ROOT)
+
+
+def test_api_key_setting_cannot_silently_change_on_an_existing_local_stack():
+    check_api_parameters(TEMPLATE, {"RequireApiKey": "false"}, {})       # default: false
+    check_api_parameters(TEMPLATE, {}, {"RequireApiKey": "false"})      # older stack
+    check_api_parameters(TEMPLATE, {"RequireApiKey": "true"}, {"RequireApiKey": "true"})
+    with pytest.raises(CloudError, match=r"RequireApiKey is false .* cannot become true"):
+        check_api_parameters(TEMPLATE, {"RequireApiKey": "false"}, {"RequireApiKey": "true"})
+    with pytest.raises(CloudError, match=r"RequireApiKey is true .* cannot become false"):
+        check_api_parameters(TEMPLATE, {"RequireApiKey": "true"}, {})

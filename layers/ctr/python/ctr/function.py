@@ -27,7 +27,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ctr.storage import Store, make_s3_client
 
-
 METRICS_NAMESPACE = "CtrPipeline"   # the template sets the same through the environment
 
 
