@@ -16,7 +16,9 @@ no-op. A chunk whose share of rejected lines exceeds `max_reject_share` gets its
 rejects file (for inspection) but no part, and the run raises DataError naming it --
 the data is unusable as a whole, and retrying will not change that.
 
-Test-only fault point: `aggregate.start` (`ctr.faults`, inert unless CTR_FAULTS names it).
+Test-only fault points (`ctr.faults`, inert unless CTR_FAULTS names them):
+`aggregate.start`, and `aggregate.before_part` -- a chunk's rejects are written, its part
+is not yet (the crash the write order above is for).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ctr.schema import INT_COLUMNS, LABEL
 from ctr.storage import Store
 
 DEFAULT_MAX_REJECT_SHARE = 0.05
+FAULT_BEFORE_PART = "aggregate.before_part"
 PARQUET_OPTIONS: dict[str, Any] = {
     # Dictionary + RLE encoding (on by default) does the compressing; snappy cannot shrink
     # random hex much (measured: +8% size without it) but costs ~20% of the write time.
@@ -95,6 +98,7 @@ def _write(store: Store, result: dict[str, Any], rejects: bytes | None,
     """Rejects first, then the part (the part marks the chunk done)."""
     if rejects is not None:
         store.put_if_absent(result["rejects_key"], rejects, "text/plain")
+    faults.inject(FAULT_BEFORE_PART)
     if table is not None:
         created = store.put_if_absent(result["key"], parquet_bytes(table)) is not None
         result["status"] = "converted" if created else "skipped"

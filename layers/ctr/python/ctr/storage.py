@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ctr import faults
 from ctr.errors import ConflictError, NotFoundError, TransientError
 
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
@@ -26,13 +27,15 @@ def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    client = boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         region_name=region,
         config=Config(retries={"max_attempts": 8, "mode": "adaptive"},
                       s3={"addressing_style": "path"}),
     )
+    faults.attach_s3_faults(client)  # test-only, inert unless CTR_FAULTS names s3.request
+    return client
 
 
 @dataclass(frozen=True)
