@@ -64,6 +64,24 @@ def test_failures_after_the_lease_release_it():
     assert states["Pipeline failed"]["Type"] == "Fail"
 
 
+def test_a_failed_acquire_also_releases_a_lease_it_may_have_written():
+    """The guard can crash after its conditional write: without a release the lease
+    would block every run for LeaseSeconds (release is a no-op for a non-holder)."""
+    catches = ASL["States"]["Acquire lease"]["Catch"]
+    assert [c["Next"] for c in catches] == ["Release lease after failure"]
+
+
+def test_idempotent_data_steps_retry_a_crash_or_timeout_once():
+    states = all_states(ASL["States"])
+    for name in ("Chunk new lines", "Aggregate to Parquet", "Aggregate one chunk"):
+        crash = [r for r in states[name]["Retry"] if "Runtime.ExitError" in r["ErrorEquals"]]
+        assert crash and "Sandbox.Timedout" in crash[0]["ErrorEquals"], name
+        assert crash[0]["MaxAttempts"] == 1, name
+    # training is not idempotent in time (a second fit costs minutes): not retried on crash
+    assert not any("Runtime.ExitError" in r["ErrorEquals"]
+                   for r in states["Train model"]["Retry"])
+
+
 def test_substitutions_are_all_defined_in_the_template():
     used = set(re.findall(r"\$\{(\w+)\}", ASL_TEXT))
     tpl = load_template(ROOT / "template.yaml")

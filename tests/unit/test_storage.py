@@ -88,3 +88,17 @@ def test_slowdown_longer_than_botocore_retries_is_a_transient_error(s3, monkeypa
     with pytest.raises(TransientError, match="throttling"):
         Store(client, "b").put_if_absent("k", b"x")
     assert sent == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda store: store.get_range("k", 0, 9),
+    lambda store: list(store.list_keys("chunks/")),
+    lambda store: store.put("k", b"x"),
+    lambda store: store.delete("k"),
+], ids=["get_range", "list_keys", "put", "delete"])
+def test_every_store_call_maps_lasting_throttling_to_a_transient_error(s3, monkeypatch, call):
+    monkeypatch.setenv("CTR_FAULTS", f"{faults.S3_REQUEST}=SlowDown*30")
+    client, sent = s3()
+    with pytest.raises(TransientError, match="SlowDown"):
+        call(Store(client, "b"))
+    assert sent == []

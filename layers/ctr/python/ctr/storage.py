@@ -8,6 +8,7 @@ overwrite each other's work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ def _code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
+@contextlib.contextmanager
+def _throttling_is_transient() -> Iterator[None]:
+    """Throttling that outlasts botocore's own retries becomes TransientError, which the
+    state machine retries; every other S3 error stays what it is."""
+    try:
+        yield
+    except ClientError as err:
+        Store._raise_transient(err)
+        raise
+
+
 class Store:
     def __init__(self, s3: Any, bucket: str) -> None:
         self.s3 = s3
@@ -65,9 +77,10 @@ class Store:
         return Versioned(resp["Body"].read(), resp["ETag"])
 
     def get_range(self, key: str, start: int, end_inclusive: int) -> bytes:
-        resp = self.s3.get_object(Bucket=self.bucket, Key=key,
-                                  Range=f"bytes={start}-{end_inclusive}")
-        return bytes(resp["Body"].read())
+        with _throttling_is_transient():
+            resp = self.s3.get_object(Bucket=self.bucket, Key=key,
+                                      Range=f"bytes={start}-{end_inclusive}")
+            return bytes(resp["Body"].read())
 
     def get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
         """(document, etag) or None when absent."""
@@ -90,20 +103,21 @@ class Store:
         return self.head(key) is not None
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                yield obj["Key"]
+        for obj in self.list_objects(prefix):
+            yield obj["Key"]
 
     def list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            yield from page.get("Contents", [])
+        with _throttling_is_transient():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
 
     # --- writes ------------------------------------------------------------
     def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> str:
         """Unconditional write: only for immutable, deterministic objects."""
-        resp = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        with _throttling_is_transient():
+            resp = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                      ContentType=content_type)
         return str(resp["ETag"])
 
     def put_if_absent(self, key: str, body: bytes,
@@ -140,7 +154,8 @@ class Store:
         return self.put_if_match(key, json.dumps(doc, sort_keys=True).encode(), etag)
 
     def delete(self, key: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=key)
+        with _throttling_is_transient():
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     @staticmethod
     def _raise_transient(err: ClientError) -> None:
