@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import zlib
 from pathlib import Path
 
 import pytest
@@ -69,7 +68,7 @@ def test_gunzip_chunks_handles_members_and_tiny_pieces() -> None:
     outputs = list(ingest.gunzip_chunks([bomb], max_out=1 << 20))
     assert max(len(o) for o in outputs) <= 1 << 20
     assert sum(len(o) for o in outputs) == 5_000_000
-    with pytest.raises(zlib.error):
+    with pytest.raises(DataError, match="not a valid gzip stream"):
         list(ingest.gunzip_chunks([b"not gzip at all"]))
 
 

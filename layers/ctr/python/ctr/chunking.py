@@ -149,6 +149,9 @@ def _transcode(store: Store, raw_key: str, part_size: int = ingest.DEFAULT_PART_
             for block in ingest.gunzip_chunks(iter(lambda: body.read(ingest.READ_SIZE), b"")):
                 writer.write(block)
             writer.close()          # False if a concurrent run finished first: same bytes
+    except DataError as err:        # a corrupt or truncated .gz: nothing was written
+        raise DataError(f"{raw_key}: {err.message}; replace or remove the object",
+                        key=raw_key) from err
     finally:
         body.close()
     return plain_key

@@ -48,6 +48,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MSG_LABEL = "must be 0 or 1"
 MSG_INT = "must be an integer (or empty for missing)"
 MSG_INT_RANGE = "integer out of the int64 range"
+# JSON numbers are exact only up to 2**53 - 1 (JavaScript's MAX_SAFE_INTEGER, RFC 7493):
+# a larger one may already have been rounded by the client, so it must come as a string.
+JSON_SAFE_INT = 2**53 - 1
+MSG_JSON_RANGE = ("JSON numbers beyond +-(2**53 - 1) are not exact: send this integer as a "
+                  "string")
 MSG_CAT = "must be 8 lowercase hex characters (or empty for missing)"
 MAX_REASON_CHARS = 500
 
@@ -98,17 +103,27 @@ class ParseResult:
 
 # --- per-line authority --------------------------------------------------------------
 
+def _int_of(text: str) -> int:
+    """int(text) for text matching `_INT_RE`, also for more than Python's 4,300-digit
+    conversion limit (which raises ValueError): beyond 19 significant digits the value
+    is outside int64 anyway, so it comes back as just outside the range."""
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) > 19:
+        return INT64_MIN - 1 if text.startswith("-") else INT64_MAX + 1
+    return -int(digits or "0") if text.startswith("-") else int(digits or "0")
+
+
 def field_problem(name: str, value: str) -> str | None:
     """Why `value` is not valid for column `name` (None when it is)."""
     if name == LABEL:
-        ok = _INT_RE.fullmatch(value) is not None and int(value) in (0, 1)
+        ok = _INT_RE.fullmatch(value) is not None and _int_of(value) in (0, 1)
         return None if ok else MSG_LABEL
     if value == "":
         return None
     if name.startswith("I"):
         if _INT_RE.fullmatch(value) is None:
             return MSG_INT
-        return None if INT64_MIN <= int(value) <= INT64_MAX else MSG_INT_RANGE
+        return None if INT64_MIN <= _int_of(value) <= INT64_MAX else MSG_INT_RANGE
     return None if _CAT_RE.fullmatch(value) else MSG_CAT
 
 
@@ -250,26 +265,28 @@ def _int_value(value: Any) -> tuple[int | None, str | None]:
     if isinstance(value, bool):
         return None, MSG_INT
     if isinstance(value, float):
-        if not value.is_integer():
+        if not value.is_integer():                 # fractional, NaN, infinite
             return None, MSG_INT
         value = int(value)
-    if isinstance(value, str):
-        if _INT_RE.fullmatch(value.strip()) is None:
-            return None, MSG_INT
-        value = int(value)
-    if not isinstance(value, int):
+    if isinstance(value, int):
+        if not -JSON_SAFE_INT <= value <= JSON_SAFE_INT:
+            return None, MSG_JSON_RANGE
+        return value, None
+    if not isinstance(value, str) or _INT_RE.fullmatch(value.strip()) is None:
         return None, MSG_INT
-    if not INT64_MIN <= value <= INT64_MAX:
+    number = _int_of(value.strip())
+    if not INT64_MIN <= number <= INT64_MAX:
         return None, MSG_INT_RANGE
-    return value, None
+    return number, None
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """JSON rows ({"I1": 3, "C1": "68fd1e64", ...}) -> a `FEATURE_SCHEMA` table.
 
-    Missing keys, None and "" are missing values; integers may be JSON numbers (integral)
-    or decimal strings; a "label" key is ignored. Raises `ValidationError` whose
-    `details["errors"]` lists every problem as {"loc": ["rows", i, field], "msg": ...}.
+    Missing keys, None and "" are missing values; integers may be JSON numbers (integral,
+    within +-(2**53 - 1)) or decimal strings (within int64); a "label" key is ignored.
+    Raises `ValidationError` whose `details["errors"]` lists every problem as
+    {"loc": ["rows", i, field], "msg": ...}.
     """
     if not isinstance(rows, list):
         raise ValidationError("rows must be a list of objects",
@@ -327,8 +344,10 @@ def lines_to_table(lines: list[str]) -> tuple[pa.Table, list[dict[str, Any]]]:
                            f"(label + features) tab-separated fields, got {n_fields}"})
             continue
         has_label = n_fields == len(ALL_COLUMNS)
-        # Label-less lines get a placeholder label so one parse handles both kinds.
-        normalised.append(text.encode() if has_label else b"0\t" + text.encode())
+        # Label-less lines get a placeholder label so one parse handles both kinds. A
+        # lone surrogate (valid JSON: "\\ud800") becomes bytes the parse calls invalid UTF-8.
+        data = text.encode("utf-8", "surrogatepass")
+        normalised.append(data if has_label else b"0\t" + data)
         origin.append((i, has_label))
     result = parse_tsv(b"".join(line + b"\n" for line in normalised))
     for reject in result.rejects:

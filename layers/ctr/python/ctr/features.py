@@ -209,7 +209,7 @@ class IntegerStats:
 
 def _int_values(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """int64 column -> float64 with NaN for missing (exact below 2**53)."""
-    return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False),
+    return np.asarray(pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False),
                       dtype=np.float64)
 
 

@@ -121,20 +121,33 @@ class ObjectWriter:
 def gunzip_chunks(chunks: Iterable[bytes], max_out: int = 16 * 1024 * 1024) -> Iterator[bytes]:
     """Decompress a gzip stream given as byte chunks (multi-member files included),
     yielding at most `max_out` bytes at a time so a tiny, highly compressed input cannot
-    blow up memory."""
+    blow up memory. A corrupt or truncated stream is a DataError (zlib alone would
+    raise its own error, or silently stop at the truncation)."""
     decomp = zlib.decompressobj(wbits=31)
-    for data in chunks:
-        while data:
-            out = decomp.decompress(data, max_out)
-            if out:
-                yield out
-            data = decomp.unconsumed_tail
-            if decomp.eof:                    # next gzip member, if any
-                data = decomp.unused_data + data
-                decomp = zlib.decompressobj(wbits=31)
-    tail = decomp.flush()
+    in_member = False                         # input fed to a member that has not ended
+    out_bytes = 0
+    try:
+        for data in chunks:
+            while data:
+                in_member = True
+                out = decomp.decompress(data, max_out)
+                if out:
+                    out_bytes += len(out)
+                    yield out
+                data = decomp.unconsumed_tail
+                if decomp.eof:                    # next gzip member, if any
+                    data = decomp.unused_data + data
+                    decomp = zlib.decompressobj(wbits=31)
+                    in_member = False
+        tail = decomp.flush()
+    except zlib.error as err:
+        raise DataError(f"not a valid gzip stream after {out_bytes} decompressed bytes: "
+                        f"{err}") from err
     if tail:
         yield tail
+    if in_member and not decomp.eof:
+        raise DataError(f"truncated gzip stream: it ends inside a member, after "
+                        f"{out_bytes + len(tail)} decompressed bytes")
 
 
 def _read_blocks(stream: IO[bytes] | Any, progress: Progress | None = None,
@@ -156,8 +169,9 @@ def open_source(store: Store, uri: str) -> tuple[Any, int | None, str, str]:
         resp = store.s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
         return resp["Body"], resp.get("ContentLength"), parsed.netloc, Path(parsed.path).name
     if parsed.scheme in {"http", "https"}:
+        # Only http(s) reaches here (scheme checked above), never file: or custom schemes.
         request = urllib.request.Request(uri, headers={"User-Agent": "ctr-pipeline"})  # noqa: S310
-        resp = urllib.request.urlopen(request, timeout=60)  # noqa: S310 (scheme checked above)
+        resp = urllib.request.urlopen(request, timeout=60)  # noqa: S310  # nosec B310
         length = resp.headers.get("Content-Length")
         return resp, int(length) if length else None, parsed.netloc, Path(parsed.path).name
     if parsed.scheme not in {"", "file"}:

@@ -4,7 +4,9 @@
 
 * `ctr.errors.DomainError` subclasses carry their own status (NoModelError 503,
   ValidationError 422, NotFoundError 404, TransientError 503, ...).
-* FastAPI/pydantic request validation -> 422 "ValidationError" with field locations.
+* FastAPI/pydantic request validation -> 422 "ValidationError" with field locations;
+  so is a body FastAPI cannot decode (invalid UTF-8, a 5,000-digit number: FastAPI
+  says 400 without details) and a body sent without a JSON content type.
 * Starlette HTTP errors (unknown path, wrong method) keep their status.
 * Anything else is logged with its traceback and answered with a bare 500: a
   response never contains a stack trace or exception text the API did not write.
@@ -43,14 +45,38 @@ def domain_error_response(err: DomainError) -> JSONResponse:
                         status_code=err.http_status, headers=headers)
 
 
-def _pydantic_items(err: RequestValidationError) -> list[dict[str, Any]]:
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
+
+
+def _pydantic_items(err: RequestValidationError, request: Request) -> list[dict[str, Any]]:
     items = []
+    content_type = request.headers.get("content-type")
     for e in err.errors():
         msg = str(e.get("msg", "invalid"))
         for prefix in _VALUE_ERROR_PREFIXES:
             msg = msg.removeprefix(prefix)
-        items.append({"loc": list(e.get("loc", [])), "msg": msg})
+        loc = list(e.get("loc", []))
+        if loc == ["body"] and e.get("type") == "model_attributes_type" \
+                and not _is_json(content_type):
+            # FastAPI does not parse a body sent as text/plain, a form, or without type
+            msg = ("must be a JSON object sent with Content-Type: application/json "
+                   f"(got {content_type or 'no content type'!r})")
+        items.append({"loc": loc, "msg": msg})
     return items
+
+
+def _unreadable_body(cause: ValueError) -> JSONResponse:
+    """FastAPI's 400 for a body json.loads raised on (not a JSONDecodeError, which is
+    already a 422): the same 422 shape as every other bad body."""
+    why = ("it is not valid UTF-8" if isinstance(cause, UnicodeDecodeError)
+           else "a number in it has too many digits" if "digits" in str(cause)
+           else "it is not valid JSON")
+    msg = f"could not be read as JSON: {why}"
+    return JSONResponse(error_body("ValidationError", f"invalid request body: {msg}",
+                                   [{"loc": ["body"], "msg": msg}]), status_code=422)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -63,14 +89,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return domain_error_response(err)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        items = _pydantic_items(err)
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
+        items = _pydantic_items(err, request)
         first = f"{'.'.join(map(str, items[0]['loc']))}: {items[0]['msg']}" if items else ""
         message = f"invalid request ({len(items)} problem{'s' * (len(items) != 1)}): {first}"
         return JSONResponse(error_body("ValidationError", message, items), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 400 and isinstance(err.__cause__, ValueError):
+            return _unreadable_body(err.__cause__)
         name = HTTPStatus(err.status_code).phrase.replace(" ", "")
         return JSONResponse(error_body(name, str(err.detail)), status_code=err.status_code,
                             headers=getattr(err, "headers", None))

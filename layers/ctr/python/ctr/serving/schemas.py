@@ -7,8 +7,9 @@ about what a valid Criteo record is.
 
 Accepted values (decided once, in `ctr.criteo`, documented here for API users):
 
-* I1..I13: a JSON integer, an integral JSON number (`3.0`), or a string holding a
-  decimal integer (`"3"`, `"-1"`; surrounding spaces are ignored), within int64.
+* I1..I13: a JSON integer or an integral JSON number (`3.0`) within +-(2**53 - 1) (the
+  exact range of JSON numbers in most clients), or a string holding a decimal integer
+  (`"3"`, `"-1"`; surrounding spaces are ignored) within int64.
   Booleans and fractional numbers are rejected. `null`, `""` or an absent key = missing.
 * C1..C26: exactly 8 lowercase hex characters (`"68fd1e64"`). `null`, `""` or an absent
   key = missing. Uppercase hex is rejected rather than silently treated as unseen.
@@ -29,14 +30,24 @@ from ctr import criteo
 from ctr.errors import ValidationError
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS
 
+# The OpenAPI schema says what `ctr.criteo` accepts (tested by fuzzing it with
+# schemathesis: schema-valid requests get 2xx, schema-invalid ones 4xx). Its patterns
+# are a little stricter where a regex cannot say "fits in int64": at most 18 digits.
+_INT_VALUE = {"anyOf": [
+    {"type": "integer", "minimum": -criteo.JSON_SAFE_INT, "maximum": criteo.JSON_SAFE_INT},
+    {"type": "string", "pattern": r"^(\s*-?0*[0-9]{1,18}\s*)?$"},
+    {"type": "null"}]}
+_CAT_VALUE = {"anyOf": [{"type": "string", "pattern": "^([0-9a-f]{8})?$"}, {"type": "null"}]}
+_LINE_INT, _LINE_CAT = "(-?0*[0-9]{1,18})?", "([0-9a-f]{8})?"
+_LINE_PATTERN = (rf"^((-?0*0|0*1)\t)?({_LINE_INT}\t){{{len(INT_COLUMNS)}}}"
+                 rf"{_LINE_CAT}(\t{_LINE_CAT}){{{len(CAT_COLUMNS) - 1}}}$")
 _ROW_JSON_SCHEMA = {
     "type": "object",
     "description": "One record by field name; absent keys are missing values.",
     "properties": {
-        **{c: {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*-?[0-9]*\s*$"},
-                         {"type": "null"}]} for c in INT_COLUMNS},
-        **{c: {"anyOf": [{"type": "string", "pattern": "^([0-9a-f]{8})?$"}, {"type": "null"}]}
-           for c in CAT_COLUMNS},
+        **{c: _INT_VALUE for c in INT_COLUMNS},
+        **{c: _CAT_VALUE for c in CAT_COLUMNS},
+        "label": {"description": "ignored (rows from a data file may carry it)"},
     },
     "additionalProperties": False,
 }
@@ -44,8 +55,11 @@ Row = Annotated[dict[str, Any], WithJsonSchema(_ROW_JSON_SCHEMA)]
 FeatureVector = Annotated[list[Any], WithJsonSchema({
     "type": "array", "minItems": len(FEATURE_COLUMNS), "maxItems": len(FEATURE_COLUMNS),
     "description": "39 values in the order I1..I13, C1..C26 (null or \"\" = missing)",
-    "items": {"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]},
+    "prefixItems": [_INT_VALUE] * len(INT_COLUMNS) + [_CAT_VALUE] * len(CAT_COLUMNS),
 })]
+Line = Annotated[str, WithJsonSchema({
+    "type": "string", "pattern": _LINE_PATTERN,
+    "description": "a Criteo TSV line: 39 fields, or 40 with a 0/1 label first"})]
 
 EXAMPLE_ROW: dict[str, Any] = {"I1": 1, "I2": 5, "I3": None, "I5": 1382, "C1": "68fd1e64",
                                "C2": "80e26c9b", "C3": "fb936136", "C6": ""}
@@ -59,11 +73,14 @@ INPUT_FORMS = ("rows", "lines", "features")
 class PredictRequest(BaseModel):
     """Exactly one of `rows`, `lines`, `features`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": EXAMPLES})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": EXAMPLES,
+        "oneOf": [{"required": [form], "properties": {form: {"type": "array"}}}
+                  for form in INPUT_FORMS]})
 
     rows: list[Row] | None = Field(None, min_length=1,
                                    description="JSON records keyed I1..I13, C1..C26")
-    lines: list[str] | None = Field(None, min_length=1,
+    lines: list[Line] | None = Field(None, min_length=1,
                                     description="Criteo TSV lines with or without the label")
     features: list[FeatureVector] | None = Field(
         None, min_length=1, description="the seed's form: 39 values per row, I1..I13, C1..C26")
