@@ -240,7 +240,10 @@ def start_mlflow(cfg: CloudConfig, bucket: str, timeout_s: float = 120) -> int:
         backend = os.environ.get("CTR_MLFLOW_BACKEND_URI", f"sqlite:///{db_dir / 'mlflow.db'}")
         env = {**os.environ, **aws_env(cfg), "MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url}
         argv = [str(mlflow), "server", "--host", LOCALHOST, "--port", str(cfg.mlflow_port),
-                "--workers", os.environ.get("CTR_MLFLOW_WORKERS", "2"),
+                # One worker: with more, uvicorn's supervisor kills workers that miss its
+                # health check while they import (35-50 s on a loaded 2-core machine), in
+                # a loop; one worker is plenty for one pipeline and a CLI.
+                "--workers", os.environ.get("CTR_MLFLOW_WORKERS", "1"),
                 "--backend-store-uri", backend,
                 "--artifacts-destination", f"s3://{bucket}/mlflow-artifacts"]
         return argv, env
