@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -223,3 +224,85 @@ def test_unseen_and_missing_values_predict_finite_probabilities(trained):
     p = result.predictor.predict_table(rows_table(rows))
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
     assert result.predictor.predict_table(rows_table([])).shape == (0,)
+
+
+def encode_column_by_column(t: FeatureTransform, table: pa.Table) -> np.ndarray:
+    """The encoding as the module docstring defines it, one column at a time with each
+    column's own `bucket`/`bucket_rates` (how `encode` worked before it went block-wise):
+    the reference the block-wise `encode` must match bit for bit."""
+    out = np.empty((table.num_rows, len(FEATURE_NAMES)), dtype=np.float32)
+    def term(rate: np.ndarray | float) -> np.ndarray:
+        return np.log(rate) - np.log1p(-np.asarray(rate))
+    log_odds = np.full(table.num_rows, term(t.prior))
+    for name in (*CAT_COLUMNS, *INT_COLUMNS):
+        stats = t.categoricals.get(name) or t.integers[name]
+        rate = stats.bucket_rates()[stats.bucket(table.column(name))]
+        log_odds += term(rate) - term(t.prior)
+        if name in t.categoricals:
+            out[:, RATE[name]] = rate
+        else:
+            out[:, INT_COLUMNS.index(name)] = pc.cast(table.column(name), pa.float32(),
+                                                      safe=False).to_numpy()
+    out[:, LOG_ODDS] = log_odds
+    return out
+
+
+def awkward_table(holdout: pa.Table) -> pa.Table:
+    """Holdout rows plus unseen, malformed and missing values, in several chunks, with
+    a dictionary-encoded and a large_string categorical column."""
+    rows = holdout.slice(0, 300).to_pylist()
+    rows[0] |= {"C1": "ffffffff", "C2": None, "I1": None}       # unseen, missing
+    rows[1] = {"label": 0}                                      # every value missing
+    rows[2] |= {"C3": "NOT-HEX!", "C4": "", "I2": 2**40, "I3": -7}
+    rows[3] = {"label": 1, **{c: "ffffffff" for c in CAT_COLUMNS},
+               **{c: 10**12 for c in INT_COLUMNS}}              # everything unseen
+    table = rows_table(rows)
+    table = table.set_column(table.schema.get_field_index("C5"), "C5",
+                             table.column("C5").dictionary_encode())
+    table = table.set_column(table.schema.get_field_index("C6"), "C6",
+                             table.column("C6").cast(pa.large_string()))
+    return pa.concat_tables([table.slice(0, 1), table.slice(1, 120), table.slice(121)])
+
+
+def test_encode_matches_the_column_by_column_definition_bit_for_bit(trained):
+    result, holdout = trained
+    t = result.predictor.transform
+    table = awkward_table(holdout)
+    assert table.column("C1").num_chunks == 3
+
+    encoded = t.encode(table)
+
+    np.testing.assert_array_equal(encoded, encode_column_by_column(t, table))
+    assert np.isnan(encoded[1, :len(INT_COLUMNS)]).all()
+    assert not np.isnan(encoded[:, len(INT_COLUMNS):]).any()
+
+
+def test_encode_does_not_depend_on_how_rows_are_batched(trained):
+    result, holdout = trained
+    t = result.predictor.transform
+    table = awkward_table(holdout)
+    whole = t.encode(table)
+
+    in_blocks = t.encode(table, block_rows=7)             # block edges inside chunks
+    one_by_one = np.vstack([t.encode(table.slice(i, 1)) for i in range(table.num_rows)])
+    valid = [0, 1, *range(3, 40)]                         # row 2 is not a valid request
+    rows = [table.slice(i, 1).to_pylist()[0] for i in valid]
+    from_request = t.encode(criteo.rows_to_table(rows))     # the API's path
+
+    np.testing.assert_array_equal(in_blocks, whole)
+    np.testing.assert_array_equal(one_by_one, whole)
+    np.testing.assert_array_equal(from_request, whole[valid])
+
+
+def test_in_place_prediction_equals_dmatrix_prediction(trained):
+    result, holdout = trained
+    predictor = result.predictor
+    table = awkward_table(holdout)
+
+    served = predictor.predict_table(table)
+    via_dmatrix = predictor.booster.predict(predictor.transform.matrix(table))
+
+    assert served.dtype == np.float64
+    np.testing.assert_array_equal(served, via_dmatrix.astype(np.float64))
+    one = predictor.predict_table(table.slice(3, 1))
+    assert one.tolist() == [served[3]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 import sys
 import threading
 import time
@@ -48,6 +49,14 @@ class Cloud:
         bundle.publish_production(self.registry, self.store, MODEL_NAME,
                                   downloader=copy_downloader)
         return version
+
+    def point_at(self, version: int) -> None:
+        """Move the production pointer to `serving/v{version}/`, whatever is there."""
+        pointer = bundle.load_pointer(self.store)
+        self.store.put_json_if_match(
+            layout.PRODUCTION_POINTER_KEY,
+            {"version": version, "prefix": f"serving/v{version}/", "published_at": "x"},
+            None if pointer is None else pointer.etag)
 
 
 @pytest.fixture
@@ -162,6 +171,39 @@ def test_predict_response_carries_provenance(cloud):
                      "run_id": provenance["run_id"], "run_name": "train-manual-1",
                      "artifact_uri": provenance["artifact_uri"],
                      "trained_at": provenance["trained_at"]}
+
+
+def test_predict_answers_json_of_its_documented_schema(cloud):
+    cloud.release(0)
+    api = make_client(cloud)
+
+    response = post_rows(api, TABLE.slice(0, 3))
+
+    assert response.headers["content-type"] == "application/json"
+    body = schemas.PredictResponse.model_validate_json(response.content)
+    assert body.num_samples == len(body.predictions) == 3
+    documented = api.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
+    assert documented["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictResponse"}
+
+
+def test_a_bundle_whose_provenance_does_not_fit_the_response_is_not_loaded(cloud):
+    cloud.release(0)
+    api = make_client(cloud, pointer_ttl_seconds=0.05)
+    assert post_rows(api, TABLE.slice(0, 1)).status_code == 200
+    for name in ("model.ubj", "feature_transform.json"):        # v1's files, bad provenance
+        cloud.store.put(f"serving/v2/{name}", cloud.store.get(f"serving/v1/{name}").body)
+    provenance = cloud.store.get_json("serving/v1/provenance.json")[0]
+    cloud.store.put("serving/v2/provenance.json",
+                    json.dumps({**provenance, "version": 2, "run_id": None}).encode())
+    cloud.point_at(2)
+    time.sleep(0.06)
+
+    response = post_rows(api, TABLE.slice(0, 1))
+    health = api.get("/health").json()
+
+    assert response.status_code == 200 and response.json()["model"]["version"] == 1
+    assert health["version"] == 1 and health["last_error"].startswith("ValidationError")
 
 
 def test_health_and_model_info_after_publishing(cloud):
@@ -348,10 +390,7 @@ def test_a_broken_bundle_or_s3_outage_keeps_the_current_model(cloud):
     cloud.release(0)
     api = make_client(cloud, pointer_ttl_seconds=0.05)
     assert post_rows(api, TABLE.slice(0, 1)).status_code == 200
-    pointer = bundle.load_pointer(cloud.store)
-    cloud.store.put_json_if_match(layout.PRODUCTION_POINTER_KEY,
-                                  {"version": 9, "prefix": "serving/v9/", "published_at": "x"},
-                                  pointer.etag)
+    cloud.point_at(9)
     time.sleep(0.06)
 
     response = post_rows(api, TABLE.slice(0, 1))

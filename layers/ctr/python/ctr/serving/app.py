@@ -81,25 +81,19 @@ class LoadedModel:
         # on a busy host OpenMP threads waiting for each other cost milliseconds of p99
         # (measured in ctr_infra.bench_serve). Concurrency comes from more requests.
         predictor.booster.set_param({"nthread": PREDICT_THREADS})
-        ref = {"name": provenance["model_name"], "version": int(provenance["version"]),
-               "alias": PRODUCTION_ALIAS, "run_id": provenance["run_id"],
-               "run_name": provenance.get("run_name"),
-               "artifact_uri": provenance["artifact_uri"],
-               "trained_at": provenance.get("trained_at")}
+        # Validated here, once: a bundle whose provenance does not fit the response is
+        # not loaded (the current model stays), instead of failing every request.
+        ref = schemas.ModelRef(
+            name=provenance["model_name"], version=int(provenance["version"]),
+            alias=PRODUCTION_ALIAS, run_id=provenance["run_id"],
+            run_name=provenance.get("run_name"), artifact_uri=provenance["artifact_uri"],
+            trained_at=provenance.get("trained_at")).model_dump()
         return cls(predictor, provenance, pointer, _iso_now(), ref)
 
     def predict(self, table: pa.Table) -> np.ndarray:
-        """Click probabilities for the rows of `table` (39 feature columns).
-
-        Same transform code as `Predictor.predict_table` (`transform.encode`), but
-        XGBoost's in-place prediction on the encoded array instead of building a
-        DMatrix, which is most of the per-request cost for one row. Results are
-        identical (tested).
-        """
-        if table.num_rows == 0:
-            return np.empty(0, dtype=np.float64)
-        encoded = self.predictor.transform.encode(table)
-        return np.asarray(self.predictor.booster.inplace_predict(encoded), dtype=np.float64)
+        """Click probabilities for the rows of `table` (39 feature columns): the same
+        `Predictor.predict_table` that training and the promotion gate use."""
+        return self.predictor.predict_table(table)
 
 
 class ModelCache:
@@ -255,6 +249,10 @@ def create_app(settings: ServingSettings,
         description="Click-through-rate predictions from the production model, with the "
                     "exact model version and run that produced them.",
         responses=errors,
+        # FastAPI's native OpenTelemetry looks up global providers (environment
+        # variables) on every request; this function reports through Powertools instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False,
+                   "operation_spans": False},
     )
     app.state.model_cache = cache
     install_error_handlers(app)
