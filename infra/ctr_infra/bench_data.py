@@ -124,12 +124,20 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
                             "median_first_half_s": statistics.median(times[:len(times) // 2]),
                             "median_second_half_s": statistics.median(
                                 times[len(times) // 2:]),
-                            "per_chunk_s": [round(t, 4) for t in times]}
+                            "per_chunk_s": [round(t, 4) for t in times],
+                            "per_chunk_bytes": chunk_bytes}
 
-        seed_first = _timed(seed_style_chunk, store, raw_key, 0, chunk_lines)[1]
-        seed_last = _timed(seed_style_chunk, store, raw_key, chunks - 1, chunk_lines)[1]
+        # first_s/last_s: medians of `repeats` runs (all runs kept for the spread)
+        seed_runs: dict[str, list[float]] = {"first": [], "last": []}
+        for _ in range(repeats):
+            for which, index in (("first", 0), ("last", chunks - 1)):
+                seed_runs[which].append(
+                    _timed(seed_style_chunk, store, raw_key, index, chunk_lines)[1])
+        seed_first, seed_last = (statistics.median(seed_runs[k]) for k in ("first", "last"))
         results["seed_method"] = {"first_s": seed_first, "last_s": seed_last,
-                                  "last_over_first": seed_last / seed_first}
+                                  "last_over_first": seed_last / seed_first,
+                                  "first_runs_s": seed_runs["first"],
+                                  "last_runs_s": seed_runs["last"]}
 
         # Parse and aggregate timings alternate, best of `repeats`, so that a burst of
         # load on a shared machine does not favour one side of the comparison. CPU time
@@ -176,14 +184,17 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         with gz_path.open("wb") as out:
             _, gzip_s = _timed(subprocess.run, ["gzip", "-1", "-c", str(path)], stdout=out,
                                check=True)
-        _, gunzip_s = _timed(subprocess.run, ["gzip", "-dc", str(gz_path)],
-                             stdout=subprocess.DEVNULL, check=True)
+        gunzip_runs = [_timed(subprocess.run, ["gzip", "-dc", str(gz_path)],
+                              stdout=subprocess.DEVNULL, check=True)[1]
+                       for _ in range(repeats)]
+        gunzip_s = statistics.median(gunzip_runs)
         gz_store = Store(MemoryS3(), "bench-gz")
         ingest.put(gz_store, str(gz_path))
         first, first_s = _timed(chunking.cut_chunk, gz_store, chunk_lines)
         _, second_s = _timed(chunking.cut_chunk, gz_store, chunk_lines)
         results["gzip"] = {"gz_mb": gz_path.stat().st_size / MB, "gzip_1_s": gzip_s,
                            "gzip_dc_s": gunzip_s, "gzip_dc_mb_per_s": _rate(size / MB, gunzip_s),
+                           "gzip_dc_runs_s": gunzip_runs,
                            "transcode_s": first["transcoded"]["seconds"],
                            "transcode_mb_per_s": _rate(size / MB,
                                                        first["transcoded"]["seconds"]),

@@ -1,0 +1,192 @@
+"""`ctr bench` without a cloud: the figure shape, the per-state durations read from a
+Step Functions history, section isolation (a failing section is recorded and the others
+still run), the output files, and that a function's environment is restored."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ctr_infra import bench
+from ctr_infra.localcloud import CloudError
+
+
+def test_a_figure_carries_unit_baseline_and_ratio():
+    f = bench.figure("x.y", "thing", 30.0, "MB/s", better="higher", n=3,
+                     spread=bench.min_max([20.0, 30.0, 35.0]), baseline=("other", 60.0))
+    assert f == {"id": "x.y", "name": "thing", "value": 30.0, "unit": "MB/s", "n": 3,
+                 "spread": {"kind": "min-max", "low": 20.0, "high": 35.0},
+                 "baseline": {"name": "other", "value": 60.0, "unit": "MB/s"},
+                 "ratio": 0.5, "better": "higher", "note": ""}
+    alone = bench.figure("x.z", "alone", 2.0, "s", better="lower")
+    assert alone["baseline"] is None and alone["ratio"] is None
+
+
+def test_rate_figure_is_the_median_rate_with_its_spread_and_the_baselines_median():
+    f = bench.rate_figure("r", "rate", 100.0, "MB/s", [1.0, 4.0, 2.0],
+                          baseline=("fast", [0.5, 0.25, 1.0]))
+    assert f["value"] == 50.0                       # median of 100, 25, 50
+    assert (f["spread"]["low"], f["spread"]["high"], f["n"]) == (25.0, 100.0, 3)
+    assert f["baseline"]["value"] == 200.0          # median of 200, 400, 100
+    assert f["ratio"] == 0.25
+
+
+def _event(kind: str, name: str, t: datetime, entered: bool) -> dict:
+    key = "stateEnteredEventDetails" if entered else "stateExitedEventDetails"
+    return {"type": f"{kind}State{'Entered' if entered else 'Exited'}", "timestamp": t,
+            key: {"name": name}}
+
+
+def test_state_durations_pair_entered_and_exited_events_in_order():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = lambda s: t0 + timedelta(seconds=s)  # noqa: E731
+    events = [{"type": "ExecutionStarted", "timestamp": at(0)},
+              _event("Task", "Chunk new lines", at(1), True),
+              {"type": "TaskScheduled", "timestamp": at(1.1)},
+              _event("Task", "Chunk new lines", at(4.5), False),
+              _event("Choice", "Promoted?", at(5), True),
+              _event("Choice", "Promoted?", at(5), False),
+              _event("Map", "Aggregate chunks in parallel", at(6), True),
+              _event("Map", "Aggregate chunks in parallel", at(16), False),
+              _event("Task", "Train model", at(17), True)]       # never exited: left out
+    assert bench.state_durations(events) == [("Chunk new lines", "Task", 3.5),
+                                             ("Promoted?", "Choice", 0.0),
+                                             ("Aggregate chunks in parallel", "Map", 10.0)]
+
+
+def _fake_section(name):
+    def section(plan, echo):
+        return [bench.figure(f"{name}.f", name, 1.5, "s", better="lower",
+                             baseline=("b", 3.0))], {"plan": plan.mode}
+    return section
+
+
+def _broken_section(plan, echo):
+    raise RuntimeError("disk on fire")
+
+
+def test_a_failing_section_is_recorded_and_the_others_still_run(monkeypatch):
+    monkeypatch.setattr(bench, "OFFLINE_SECTIONS", {"sizes": _fake_section("sizes"),
+                                                    "training": _broken_section,
+                                                    "data": _fake_section("data")})
+    results = bench.run(bench.QUICK, only=("sizes", "training", "data"), echo=lambda _: None)
+
+    sections = results["sections"]
+    assert list(sections) == list(bench.SECTIONS)
+    assert sections["sizes"]["status"] == sections["data"]["status"] == "ok"
+    assert sections["training"] == {"status": "error", "figures": [], "raw": None,
+                                    "error": "RuntimeError: disk on fire",
+                                    "seconds": sections["training"]["seconds"]}
+    assert sections["pipeline"]["status"] == sections["serving"]["status"] == "skipped"
+    assert results["cloud"] is None                 # no cloud section, no cloud started
+    assert results["schema"] == bench.SCHEMA and results["mode"] == "quick"
+    assert {"cpu_model", "cores", "ram_gib", "os", "python", "date",
+            "load_average", "load_average_end"} <= set(results["machine"])
+
+
+@pytest.mark.parametrize("plan", [bench.QUICK, bench.FULL], ids=["early", "lazy"])
+def test_a_cloud_that_cannot_start_fails_both_cloud_sections_once(monkeypatch, plan):
+    starts = []
+
+    @contextlib.contextmanager
+    def no_cloud(echo):
+        starts.append(1)
+        raise CloudError("port 4566 is already in use")
+        yield
+
+    monkeypatch.setattr(bench, "private_cloud", no_cloud)
+    results = bench.run(plan, only=("pipeline", "serving"), echo=lambda _: None)
+
+    assert len(starts) == 1
+    for name in ("pipeline", "serving"):
+        entry = results["sections"][name]
+        assert entry["status"] == "error"
+        assert "port 4566 is already in use" in entry["error"]
+
+
+def test_unknown_sections_are_refused():
+    with pytest.raises(ValueError, match="unknown section"):
+        bench.run(bench.QUICK, only=("sizes", "speed"))
+
+
+def test_results_are_json_safe_and_written_whole(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "OFFLINE_SECTIONS", {"sizes": _fake_section("sizes"),
+                                                    "training": _broken_section,
+                                                    "data": _fake_section("data")})
+    results = bench.run(bench.QUICK, only=("sizes", "training", "data"), echo=lambda _: None)
+    results["sections"]["data"]["raw"] = bench._json_safe({"nan": math.nan, 3: (1, 2)})
+
+    paths = bench.write(results, tmp_path / "bench")
+    again = bench.write(results, tmp_path / "bench")       # same run: same files
+
+    assert paths == again
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted(
+        [paths["json"].name, paths["copy"].name, paths["markdown"].name])
+    assert paths["copy"].name.endswith("-quick.json")
+    loaded = json.loads(paths["json"].read_text())
+    assert loaded == json.loads(paths["copy"].read_text())
+    assert loaded["sections"]["data"]["raw"] == {"nan": None, "3": [1, 2]}
+    markdown = paths["markdown"].read_text()
+    assert "| sizes | sizes | 1.50 s | - | 1 | b | 3.00 s | 0.50x |" in markdown
+    assert "**training failed**: RuntimeError: disk on fire" in markdown
+    assert "pipeline" not in markdown                      # skipped sections add no rows
+
+
+class _FakeLambda:
+    def __init__(self, env):
+        self.env = dict(env)
+        self.updates = []
+
+    def get_function_configuration(self, FunctionName):
+        return {"Environment": {"Variables": dict(self.env)},
+                "LastUpdateStatus": "Successful"}
+
+    def update_function_configuration(self, FunctionName, Environment):
+        self.env = dict(Environment["Variables"])
+        self.updates.append(self.env)
+
+
+def test_function_env_restores_the_original_environment_even_after_an_error():
+    lam = _FakeLambda({"BUCKET_NAME": "b", "CHUNK_LINES": "1000000"})
+    cloud = bench.BenchCloud(cfg=None, outputs={"ChunkFunctionName": "chunk-fn"},
+                             private=True, startup_s=0.0, _clients={"lambda": lam})
+    with pytest.raises(KeyError), bench.function_env(cloud, "ChunkFunction",
+                                                     CHUNK_LINES="20000") as set_env:
+        assert lam.env == {"BUCKET_NAME": "b", "CHUNK_LINES": "20000"}
+        set_env(EXTRA="1")
+        assert lam.env == {"BUCKET_NAME": "b", "CHUNK_LINES": "20000", "EXTRA": "1"}
+        raise KeyError("boom")
+    assert lam.env == {"BUCKET_NAME": "b", "CHUNK_LINES": "1000000"}
+    assert len(lam.updates) == 3
+
+
+def test_quick_is_smaller_than_full_in_every_size():
+    for name in ("data_chunk_lines", "train_rows", "pipeline_lines", "serve_requests",
+                 "serve_api_requests", "cold_starts"):
+        assert getattr(bench.QUICK, name) < getattr(bench.FULL, name), name
+    assert bench.FULL.data_chunks == 10 and bench.FULL.train_rows == 2_000_000
+    assert bench.FULL.pipeline_lines == 1_000_000
+
+
+def test_a_cloud_started_early_is_stopped_once_and_kept_when_interrupted():
+    events = []
+
+    @contextlib.contextmanager
+    def fake_cloud():
+        events.append("start")
+        cloud = bench.BenchCloud(cfg=None, outputs={}, private=True, startup_s=0.0)
+        yield cloud
+        events.append(("stop", cloud.keep_state))
+
+    with bench.started_early(fake_cloud()) as get:
+        assert get().private is True
+    assert events == ["start", ("stop", False)]
+
+    events.clear()
+    with pytest.raises(KeyboardInterrupt), bench.started_early(fake_cloud()):
+        raise KeyboardInterrupt
+    assert events == ["start", ("stop", True)]
