@@ -479,12 +479,41 @@ def test_bad_request_gets_field_level_422(api, case):
 @pytest.mark.parametrize("n", [10_001, 100_000])
 def test_too_many_rows_is_a_422_naming_the_limit(api, form, n):
     one = {"rows": {"I1": 1}, "lines": "\t" * 38, "features": [None] * 39}[form]
+    body = {form: [one] * n}
+    if len(json.dumps(body)) > MAX_BODY_BYTES:     # refused before it is parsed
+        assert_payload_too_large(post(api, body))
+        return
 
-    response = post(api, {form: [one] * n})
+    response = post(api, body)
 
     errors = assert_field_level_4xx(response)
     assert errors == [{"loc": ["body", form],
                        "msg": f"at most 10000 rows per request, got {n}"}]
+
+
+MAX_BODY_BYTES = 6 * 1024 * 1024
+
+
+def assert_payload_too_large(response: Any) -> None:
+    assert response.status_code == 413, response.text[:300]
+    body = response.json()
+    assert body["error"] == "PayloadTooLarge"
+    assert body["errors"][0]["loc"] == ["body"] and "6,291,456 bytes" in body["message"]
+
+
+def test_a_body_over_lambdas_6_mb_is_a_413_declared_or_streamed(api):
+    big = b'{"lines": ["' + b"1" * MAX_BODY_BYTES + b'"]}'
+
+    assert_payload_too_large(post(api, (big, "application/json")))
+
+    def chunks():                          # no Content-Length: counted while received
+        for start in range(0, len(big), 1 << 20):
+            yield big[start:start + (1 << 20)]
+    assert_payload_too_large(api.post("/predict", content=chunks(),
+                                      headers={"content-type": "application/json"}))
+    # just under the limit is parsed and validated as usual (a 422, not a 413)
+    small = b'{"lines": ["' + b"1" * (MAX_BODY_BYTES - 100) + b'"]}'
+    assert post(api, (small, "application/json")).status_code == 422
 
 
 def test_the_row_limit_is_a_setting(tmp_path):

@@ -41,7 +41,7 @@ from ctr.errors import DomainError, NoModelError, NotFoundError
 from ctr.features import Predictor
 from ctr.schema import FEATURE_COLUMNS, LABEL
 from ctr.serving import schemas
-from ctr.serving.errors import install_error_handlers
+from ctr.serving.errors import BodyLimit, install_error_handlers
 from ctr.storage import Store, make_s3_client
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class ServingSettings(BaseSettings):
     model_name: str = "criteo_ctr_model"
     pointer_ttl_seconds: float = 5.0
     max_rows: int = 10_000
+    # Lambda's synchronous payload limit; larger bodies get a 413 before parsing.
+    max_body_bytes: int = 6 * 1024 * 1024
     web_dir: Path | None = None
 
 
@@ -242,7 +244,7 @@ def create_app(settings: ServingSettings,
     web_dir = find_web_dir(settings.web_dir)
 
     errors: dict[int | str, dict[str, Any]] = {
-        status: {"model": schemas.ErrorResponse} for status in (404, 422, 503)}
+        status: {"model": schemas.ErrorResponse} for status in (404, 413, 422, 503)}
     app = FastAPI(
         title="ctr-pipeline predict API",
         version="1",
@@ -256,6 +258,7 @@ def create_app(settings: ServingSettings,
     )
     app.state.model_cache = cache
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.post("/predict", response_model=schemas.PredictResponse)
     async def predict(request: schemas.PredictRequest) -> dict[str, Any]:

@@ -135,3 +135,52 @@ class _LastResort:
                 error_body("InternalError", "internal error; the details are in the logs"),
                 status_code=500)
             await response(scope, receive, send)
+
+
+class BodyLimit:
+    """Answer 413 to a request body over `max_bytes` before anything parses it (Lambda
+    itself refuses payloads over 6 MB; the emulator and uvicorn do not)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> JSONResponse:
+        msg = f"request body is larger than {self.max_bytes:,} bytes; send fewer rows"
+        return JSONResponse(error_body("PayloadTooLarge", msg, [{"loc": ["body"], "msg": msg}]),
+                            status_code=413)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        # No (honest) Content-Length: read the whole body here, counting, then replay it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._too_large()(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
