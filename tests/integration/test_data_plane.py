@@ -20,17 +20,11 @@ import pytest
 from ctr import chunking, criteo, ingest, layout, synth
 from ctr.schema import PARQUET_SCHEMA
 from tests.cloud import LambdaError
+from tests.invariants import MALFORMED
 
 CHUNK = 400
 
-BAD_LINES = [
-    b"",                                                   # empty line
-    b"1\t2\t3",                                            # truncated
-    b"0" + b"\t" * 40,                                     # one tab too many
-    b"0" + b"\t1" * 13 + b"\tZZZZZZZZ" + b"\t" * 25,       # non-hex categorical
-    b"0\t99999999999999999999" + b"\t" * 38,               # integer beyond int64
-    b"\xff\xfe binary \x00 garbage",                       # invalid UTF-8
-]
+BAD_LINES = MALFORMED  # one line of each malformed kind
 
 
 def _source(tmp_path: Path, lines: int, seed: int, bad: bool = False) -> bytes:
