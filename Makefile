@@ -29,9 +29,10 @@ logs: venv ## logs of LocalStack, MLflow and every function (NAME=<fn> for one, 
 deploy: venv ## redeploy template.yaml to the running local cloud
 	@$(CTR) deploy
 
-test: venv ## install everything needed and run the whole suite (unit, integration, e2e, lint)
+test: venv ## install everything needed and run the whole suite (ruff, mypy, unit, integration, e2e, security)
 	@bash infra/ensure-chromium.sh
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy layers/ctr/python/ctr infra/ctr_infra
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## unit tests only (no network)
