@@ -34,6 +34,7 @@ local cloud.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -73,6 +74,35 @@ def requests_for(requests: int, rows: int) -> int:
 
 
 # --------------------------------------------------------------------------- timing
+
+def off_running_loop(fn: Callable[[], Any]) -> Any:
+    """Run `fn` here, or -- when this thread already runs an asyncio loop (a Playwright
+    sync session earlier in the same pytest process keeps one running) -- in a fresh
+    thread with its own loop: Mangum drives the app with the thread's event loop and
+    cannot use one that is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # re-raised in the caller's thread
+            box["error"] = err
+        finally:
+            loop.close()
+
+    worker = threading.Thread(target=target, name="bench-in-process")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
 
 def summarize(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1e3
@@ -402,7 +432,7 @@ def run(store: Store, *, mlflow_uri: str | None = None, api_url: str | None = No
 
     echo(f"model {model.ref['name']} v{model.ref['version']} "
          f"({predictor.booster.num_boosted_rounds()} trees); {os.cpu_count()} CPUs")
-    results["in_process"] = bench_in_process(store, model, rows)
+    results["in_process"] = off_running_loop(lambda: bench_in_process(store, model, rows))
 
     # The servers run side by side (one uvicorn worker each, mlflow's default) and take
     # turns under the same load generator; server CPU per request does not depend on

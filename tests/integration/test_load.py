@@ -42,7 +42,7 @@ import httpx
 import pytest
 
 from ctr.bundle import load_pointer
-from ctr_infra.bench_serve import newest_rows, run_loadgen, summarize, uvicorn_app
+from ctr_infra.bench_serve import merge_runs, newest_rows, run_loadgen, summarize, uvicorn_app
 from tests.synth_parts import put_parts
 
 pytestmark = pytest.mark.slow
@@ -244,8 +244,8 @@ def test_api_gateway_load_with_a_reload(cloud, mlflow_client, two_versions):
     # 1,000 took more than 30 s). Start them first and print what that costs; the
     # measured loop then runs on whatever environments the emulator keeps warm.
     started = time.perf_counter()
-    cold = run_loadgen(url, one_row(cloud), CONCURRENCY, CONCURRENCY, warmup=CONCURRENCY,
-                       timeout=COLD_START_TIMEOUT_S)
+    cold = merge_runs([run_loadgen(url, one_row(cloud), CONCURRENCY, CONCURRENCY,
+                                   warmup=CONCURRENCY, timeout=COLD_START_TIMEOUT_S)])
     print(f"\nstarting {CONCURRENCY} environments: {cold['requests'] + CONCURRENCY} "
           f"requests in {time.perf_counter() - started:.1f} s; the last {cold['n']} "
           f"in {cold['seconds']:.1f} s, p50 "

@@ -190,3 +190,21 @@ def test_a_cloud_started_early_is_stopped_once_and_kept_when_interrupted():
     with pytest.raises(KeyboardInterrupt), bench.started_early(fake_cloud()):
         raise KeyboardInterrupt
     assert events == ["start", ("stop", True)]
+
+
+def test_in_process_timing_works_inside_a_running_event_loop():
+    """Playwright's sync API keeps a loop running in the pytest process; Mangum must
+    still get a loop of its own (it failed with 'This event loop is already running')."""
+    import asyncio
+
+    from ctr_infra.bench_serve import off_running_loop
+
+    def uses_the_thread_loop() -> int:
+        loop = asyncio.get_event_loop()
+        return loop.run_until_complete(asyncio.sleep(0, result=7))
+
+    async def inside() -> int:
+        return off_running_loop(uses_the_thread_loop)
+
+    assert asyncio.run(inside()) == 7
+    assert off_running_loop(lambda: 3) == 3
