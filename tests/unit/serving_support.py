@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import xgboost as xgb
 
-from ctr.features import FeatureTransform, Predictor
+from ctr.features import FeatureTransform
+from ctr.predictor import Predictor
 from ctr.schema import FEATURE_COLUMNS, LABEL
 from ctr.synth import generate_table
 

@@ -35,7 +35,7 @@ import xgboost as xgb
 
 from ctr import layout
 from ctr.errors import ConflictError, DataError, NoModelError, NotFoundError
-from ctr.features import Predictor
+from ctr.predictor import Predictor
 from ctr.model_versions import all_versions
 from ctr.storage import Store
 

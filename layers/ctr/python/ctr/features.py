@@ -72,7 +72,6 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,8 +84,6 @@ from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, LABEL
 
 FORMAT_VERSION = 1
 KIND = "click-rate+log-odds"
-MODEL_FILE = "model.ubj"
-TRANSFORM_FILE = "feature_transform.json"
 
 DEFAULT_MIN_COUNT = 10
 INT_BINS = 32
@@ -514,41 +511,3 @@ def as_quantile_dmatrix(x: np.ndarray, label: np.ndarray, max_bin: int = 256
     """Training-side matrix: XGBoost keeps only the quantised bins, not a float copy."""
     return xgb.QuantileDMatrix(x, label=label, missing=np.nan, feature_names=FEATURE_NAMES,
                                max_bin=max_bin)
-
-
-class Predictor:
-    """A booster plus the transform it was trained with: the unit that is saved,
-    shipped to serving and loaded there."""
-
-    def __init__(self, booster: xgb.Booster, transform: FeatureTransform) -> None:
-        self.booster = booster
-        self.transform = transform
-
-    def predict_table(self, table: pa.Table) -> np.ndarray:
-        if table.num_rows == 0:
-            return np.empty(0, dtype=np.float64)
-        # In-place prediction on the float32 array: the same trees and the same float32
-        # inputs as a DMatrix (identical results, tested), without copying the rows into
-        # one -- for a single row that copy was most of the prediction time.
-        encoded = self.transform.encode(table)
-        return np.asarray(self.booster.inplace_predict(encoded, missing=np.nan),
-                          dtype=np.float64)
-
-    def model_bytes(self) -> bytes:
-        return bytes(self.booster.save_raw(raw_format="ubj"))
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / MODEL_FILE).write_bytes(self.model_bytes())
-        (directory / TRANSFORM_FILE).write_bytes(self.transform.to_json())
-
-    @classmethod
-    def load(cls, directory: Path) -> Predictor:
-        return cls.from_bytes((directory / MODEL_FILE).read_bytes(),
-                              (directory / TRANSFORM_FILE).read_bytes())
-
-    @classmethod
-    def from_bytes(cls, model_bytes: bytes, transform_json: bytes) -> Predictor:
-        booster = xgb.Booster()
-        booster.load_model(bytearray(model_bytes))
-        return cls(booster, FeatureTransform.from_json(transform_json))

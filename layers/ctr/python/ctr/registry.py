@@ -53,7 +53,8 @@ from mlflow.types import ColSpec, Schema
 from ctr import metrics as m
 from ctr import plots
 from ctr.errors import DataError, NoModelError, NotFoundError, TransientError, ValidationError
-from ctr.features import FEATURE_NAMES, MODEL_FILE, FeatureTransform, Predictor
+from ctr.features import FEATURE_NAMES, FeatureTransform
+from ctr.predictor import MODEL_FILE, Predictor
 from ctr.model_versions import all_versions
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 from ctr.storage import Store

@@ -38,10 +38,10 @@ from ctr.features import (
     DEFAULT_MAX_CATEGORIES,
     DEFAULT_MIN_COUNT,
     FeatureTransform,
-    Predictor,
     as_dmatrix,
     as_quantile_dmatrix,
 )
+from ctr.predictor import Predictor
 from ctr.schema import LABEL
 from ctr.storage import Store
 

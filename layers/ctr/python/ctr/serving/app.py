@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from ctr import criteo, layout
 from ctr.bundle import PRODUCTION_ALIAS, Pointer, load_bundle, load_pointer, load_registry_snapshot
 from ctr.errors import DomainError, NoModelError, NotFoundError
-from ctr.features import Predictor
+from ctr.predictor import Predictor
 from ctr.schema import FEATURE_COLUMNS, LABEL
 from ctr.serving import schemas
 from ctr.serving.errors import BodyLimit, install_error_handlers
