@@ -15,10 +15,12 @@ field cannot be added to a result without being declared here.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import pydantic
 
+from ctr import layout
 from ctr.errors import ValidationError
 
 
@@ -53,11 +55,221 @@ def parse_event[E: StepEvent](model: type[E], event: Any) -> E:
         ) from err
 
 
+def _absent() -> Any:
+    """A field the step leaves out of its payload when it has no value (it never sends
+    null there), e.g. `transcoded` of a chunk run that did not transcode."""
+    return pydantic.Field(default=None, exclude_if=lambda value: value is None)
+
+
+# A step with several result shapes has one model per shape and a union alias
+# (`GuardResult`, `ChunkResult`, ...); its JSON schema is
+# `pydantic.TypeAdapter(alias).json_schema()`.
+
 # --------------------------------------------------------------------------- guard
+
+class GuardEvent(StepEvent):
+    """{"action": "acquire"|"release", "holder": <execution name>}; `ttl_seconds`
+    (acquire only, 0 or absent: the function's LEASE_SECONDS) overrides the lease length."""
+
+    action: Literal["acquire", "release"]
+    holder: str = pydantic.Field(min_length=1)
+    ttl_seconds: float | None = None
+
+
+class LeaseAcquired(StepModel):
+    """This execution holds the lease until `expires_at`; `reason` says how it got it
+    (free, taken over from an expired holder, or re-acquired by a retry)."""
+
+    acquired: Literal[True] = True
+    holder: str
+    expires_at: str
+    reason: str
+    generation: int
+
+
+class LeaseBusy(StepModel):
+    """Another live execution holds the lease: this one ends as a clean no-op."""
+
+    acquired: Literal[False] = False
+    holder: str
+    expires_at: str
+    reason: str
+
+
+class LeaseReleased(StepModel):
+    """`released` is False (and nothing changed) when `holder` did not hold the lease."""
+
+    released: bool
+    reason: str
+
+
+type AcquireResult = LeaseAcquired | LeaseBusy
+type GuardResult = LeaseAcquired | LeaseBusy | LeaseReleased
+
 
 # --------------------------------------------------------------------------- chunk
 
+class ChunkEvent(StepEvent):
+    """Anything (the state machine passes {"execution": ...}); `chunk_lines` (0 or
+    absent: the function's CHUNK_LINES) sets the chunk size for this run."""
+
+    chunk_lines: int | None = None
+
+
+class Downloaded(StepModel):
+    """raw/ was empty and the configured source URL was streamed into it first."""
+
+    status: str                    # "uploaded" | "exists" (ctr.ingest.put)
+    key: str
+    bytes: int | None
+    seconds: float
+
+
+class Transcoded(StepModel):
+    """A gzip raw object was decompressed once into a plain object (ctr.chunking)."""
+
+    model_config = pydantic.ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    from_key: str = pydantic.Field(alias="from")
+    to: str
+    seconds: float
+
+
+class ChunkPosition(StepModel):
+    """Where the cursor stands after the run: the next unread byte of `read_key`."""
+
+    raw_key: str
+    read_key: str
+    offset: int
+    size: int
+
+
+class ChunkCut(StepModel):
+    """One chunk was cut (or adopted from a crashed attempt: `reused_existing_chunk`)."""
+
+    status: Literal["chunked"] = "chunked"
+    chunk_index: int
+    key: str
+    lines: int
+    bytes: int
+    seconds: float
+    bytes_per_second: int | None
+    reused_existing_chunk: bool
+    source_finished: bool
+    next_chunk: int
+    lines_total: int
+    cursor: ChunkPosition
+    downloaded: Downloaded | None = _absent()
+    transcoded: Transcoded | None = _absent()
+
+
+class ChunkExhausted(StepModel):
+    """Every raw object is consumed: nothing was cut."""
+
+    status: Literal["exhausted"] = "exhausted"
+    next_chunk: int
+    lines_total: int
+    bytes_total: int
+    sources_done: int
+    cursor: None = None
+    downloaded: Downloaded | None = _absent()
+
+
+type ChunkResult = Annotated[ChunkCut | ChunkExhausted, pydantic.Field(discriminator="status")]
+
+
 # --------------------------------------------------------------------------- plan + aggregate
+
+class AggregateEvent(StepEvent):
+    """What the aggregate function is asked to do.
+
+    {"action": "plan"} lists the pending chunks (`PlanResult`); anything else converts
+    chunks (`AggregateResult`): every pending one, or those the event names in one of
+    the shapes the state machine and manual invokes use -- {"indices": [3, 4]},
+    {"index": 3}, a Distributed Map batch {"Items": [{"Key": "chunks/chunk_000003.txt",
+    ...}, ...]} (S3 ItemReader + ItemBatcher), one Map item {"Key": "chunks/..."}, or
+    {"key": "chunks/..."} (the state machine's Map task). The validator reads them all
+    into `indices` (None: every pending chunk). `max_reject_share` overrides the
+    function's MAX_REJECT_SHARE for this run.
+    """
+
+    action: Literal["plan", "aggregate"] = "aggregate"
+    indices: list[int] | None = None
+    max_reject_share: float | None = None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _indices_from_any_shape(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or "indices" in data:
+            return data
+        if "index" in data:
+            return {**data, "indices": [data["index"]]}
+        shape = next((name for name in ("Items", "Key", "key") if name in data), None)
+        if shape is None:
+            return data
+        try:
+            keys = ([item["Key"] for item in data["Items"]] if shape == "Items"
+                    else [data[shape]])
+            indices = [layout.index_of(key) for key in keys]
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"{shape}: cannot read chunk indices from chunk keys "
+                             f"({type(err).__name__}: {err})") from err
+        return {**data, "indices": indices}
+
+
+class PlanResult(StepModel):
+    """The chunks without a Parquet part, ascending; the state machine branches on the
+    count (none, a few inline, many fanned out)."""
+
+    pending: list[int]
+    pending_count: int
+
+
+class ChunkSkipped(StepModel):
+    """The chunk's part already existed: nothing was read."""
+
+    index: int
+    status: Literal["skipped"] = "skipped"
+    key: str
+
+
+class ChunkParsed(StepModel):
+    """The chunk was read and parsed. `status`: "converted" (its part was written),
+    "skipped" (a concurrent run wrote the part first) or "failed" (too many rejects:
+    `reason`, no part). `rejects_key` is set when lines were rejected."""
+
+    index: int
+    key: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    reject_share: float
+    bytes: int
+    careful_parse: bool
+    rejects_key: str | None = _absent()
+    status: Literal["converted", "skipped", "failed"]
+    reason: str | None = _absent()
+    seconds: float
+    bytes_per_second: int | None
+
+
+type ChunkConversion = ChunkParsed | ChunkSkipped
+
+
+class AggregateResult(StepModel):
+    """Indices by outcome, totals over the converted chunks, and each chunk's result."""
+
+    converted: list[int]
+    skipped: list[int]
+    failed: list[int]
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    bytes: int
+    seconds: float
+    bytes_per_second: int | None
+    chunks: list[ChunkParsed | ChunkSkipped]
+
 
 # --------------------------------------------------------------------------- train
 
