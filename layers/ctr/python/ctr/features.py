@@ -40,30 +40,14 @@ Encoding (39 raw columns -> 40 float32 features)
   The result does not depend on how rows are grouped into blocks or requests (tested,
   bit for bit, against the column-by-column definition).
 
-Why this encoding: measured with `python -m ctr_infra.bench_encodings --nthread 1`
-(`ctr.synth` seed 0; 400,000 training rows, the next 100,000 held out; XGBoost hist,
-max_depth 8, eta 0.15, up to 200 rounds, early stopping after 20 rounds; normalized
-gap = (logloss - Bayes) / (prior - Bayes), lower is better; Bayes 0.40889, prior
-0.55879)::
-
-    encoding                                         logloss  AUC     gap    ECE    rounds train s
-    rates + log-odds sum (this module)               0.42749  0.8189  0.124  0.0115   96    62.6
-    rates + log-odds sum + counts                    0.42677  0.8196  0.119  0.0106   85    49.1
-    rates only                                       0.43255  0.8129  0.158  0.0064  161    54.4
-    counts only (count/frequency encoding)           0.45397  0.7880  0.301  0.0051  200    64.3
-    vocabulary <=100 (min 20) + native categorical   0.44959  0.7938  0.272  0.0140  103    71.5
-    vocabulary <=1000 (min 20) + native categorical  0.47629  0.7611  0.450  0.0226  138   103.2
-    hashing to 1024 buckets + native categorical     0.48860  0.7417  0.532  0.0170   92    83.7
-
-Native categorical splits over a large vocabulary overfit (the larger the vocabulary,
-the worse), hashing mixes unrelated values, and counts alone do not say which values
-click. A value's smoothed click rate carries its effect directly, and the log-odds sum
-gives the trees the additive part up front. Counts on top add 26 features for a gain
-within noise, so they were left out. (Train seconds here are on a shared 2-core
-machine and only roughly comparable.) The state is at most a few MB of JSON (kept
-values x 2 numbers). SMOOTHING: on 500,000 rows with the log-odds sum, the gap was
-0.146 at 20, 0.117 at 100 and 0.118 at 300. On 2,000,000 rows the trainer reaches a
-normalized gap of 0.088 (see `ctr_infra.bench_train`).
+Why this encoding: compared on `ctr.synth` data with native categorical splits over a
+vocabulary, hashing and count encoding (`python -m ctr_infra.bench.encodings`; the table
+is in docs/measurements.md). Native categorical splits over a large vocabulary overfit
+(the larger the vocabulary, the worse), hashing mixes unrelated values, and counts alone
+do not say which values click. A value's smoothed click rate carries its effect
+directly, and the log-odds sum gives the trees the additive part up front. Counts on top
+add 26 features for a gain within noise, so they were left out. The state is at most a
+few MB of JSON (kept values x 2 numbers). SMOOTHING was chosen the same way.
 """
 
 from __future__ import annotations

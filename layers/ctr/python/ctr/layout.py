@@ -1,4 +1,4 @@
-"""The storage layout of the one bucket (see DESIGN.md). Every key is built here."""
+"""The storage layout of the one bucket (docs/design.md describes it). Every key is built here."""
 
 from __future__ import annotations
 
