@@ -1,5 +1,7 @@
 """Static checks of statemachine/pipeline.asl.json: valid, every state reachable, every
-Task retried, every failure path releases the lease, substitutions all defined."""
+Task retried with one of the named Retry policies, one "Release lease" that every path
+after the lease reaches, failures still failing with the step's error, substitutions all
+defined. (What each state reads from another is checked in test_step_contracts.py.)"""
 
 from __future__ import annotations
 
@@ -44,6 +46,51 @@ def test_every_state_is_reachable_and_every_target_exists():
     assert seen == set(states), f"unreachable: {set(states) - seen}"
 
 
+# The Retry policies, named once. ASL has no references, so each Task carries a copy of
+# the policies it uses; these tests keep every copy equal to its named original.
+_LAMBDA_SERVICE = ["Lambda.ServiceException", "Lambda.AWSLambdaException",
+                   "Lambda.SdkClientException", "Lambda.TooManyRequestsException"]
+RETRY_POLICIES = {
+    # a step that can be re-run at any time: a few quick retries of transient failures
+    "transient": {"ErrorEquals": ["TransientError", "ConflictError", *_LAMBDA_SERVICE],
+                  "IntervalSeconds": 2, "MaxAttempts": 4, "BackoffRate": 2.0,
+                  "MaxDelaySeconds": 30, "JitterStrategy": "FULL"},
+    # an idempotent data step whose attempt crashed or timed out: once more
+    "crash once": {"ErrorEquals": ["Runtime.ExitError", "Sandbox.Timedout"],
+                   "IntervalSeconds": 2, "MaxAttempts": 1, "BackoffRate": 2.0,
+                   "JitterStrategy": "FULL"},
+    # training: slower, fewer retries, no ConflictError (a fit is not a cheap re-run)
+    "train": {"ErrorEquals": ["TransientError", *_LAMBDA_SERVICE],
+              "IntervalSeconds": 5, "MaxAttempts": 3, "BackoffRate": 2.0,
+              "MaxDelaySeconds": 30, "JitterStrategy": "FULL"},
+}
+TASK_POLICIES = {
+    "Acquire lease": ["transient"],
+    "Chunk new lines": ["transient", "crash once"],
+    "Plan aggregation": ["transient"],
+    "Aggregate to Parquet": ["transient", "crash once"],
+    "Aggregate one chunk": ["transient", "crash once"],
+    "Train model": ["train"],
+    "Reload serving model": ["transient"],
+    "Release lease": ["transient"],
+}
+
+
+def policy_name(retrier: dict) -> str | None:
+    return next((name for name, policy in RETRY_POLICIES.items() if retrier == policy), None)
+
+
+def test_every_retry_block_is_one_of_the_named_policies():
+    tasks = {n: st for n, st in all_states(ASL["States"]).items() if st["Type"] == "Task"}
+    assert set(tasks) == set(TASK_POLICIES), "a Task without a declared Retry policy"
+    for name, st in tasks.items():
+        used = [policy_name(r) for r in st["Retry"]]
+        assert None not in used, (
+            f"{name}: Retry block {st['Retry'][used.index(None)]} is none of "
+            f"{sorted(RETRY_POLICIES)}; change the policy in RETRY_POLICIES and every copy")
+        assert used == TASK_POLICIES[name], name
+
+
 def test_every_task_has_retry_with_backoff_and_jitter():
     for name, st in all_states(ASL["States"]).items():
         if st["Type"] == "Task":
@@ -52,23 +99,65 @@ def test_every_task_has_retry_with_backoff_and_jitter():
                 assert r.get("BackoffRate", 1) > 1 and r.get("JitterStrategy") == "FULL", name
 
 
-def test_failures_after_the_lease_release_it():
+def releases(state: dict) -> bool:
+    return state.get("Parameters", {}).get("Payload", {}).get("action") == "release"
+
+
+def ending(present: set[str]) -> str:
+    """Where 'What happened?' leads when the execution data holds the top-level keys
+    `present` (its rules only ask whether a key is present)."""
+    choice = ASL["States"]["What happened?"]
+    for rule in choice["Choices"]:
+        assert set(rule) == {"Variable", "IsPresent", "Next"} and rule["IsPresent"] is True
+        if rule["Variable"].removeprefix("$.") in present:
+            return str(rule["Next"])
+    return str(choice["Default"])
+
+
+def test_one_release_state_and_every_path_after_the_lease_reaches_it():
     states = ASL["States"]
+    assert [n for n, st in all_states(states).items() if releases(st)] == ["Release lease"]
     holders = [n for n, st in states.items() if st["Type"] in ("Task", "Map")
                and "Guard" not in json.dumps(st.get("Parameters", {}))]
     for name in holders:
-        catches = states[name].get("Catch", [])
-        assert any(c["Next"] == "Release lease after failure" and "States.ALL" in c["ErrorEquals"]
-                   for c in catches), f"{name} does not release the lease on failure"
-    assert states["Release lease after failure"]["Next"] == "Pipeline failed"
-    assert states["Pipeline failed"]["Type"] == "Fail"
+        assert states[name].get("Catch") == [{"ErrorEquals": ["States.ALL"],
+                                              "ResultPath": "$.error",
+                                              "Next": "Release lease"}], (
+            f"{name} does not release the lease on failure")
+    release = states["Release lease"]
+    assert release["Next"] == "What happened?"
+    assert release["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.release_error",
+                                 "Next": "What happened?"}]
+
+
+def test_failures_after_the_lease_release_it_and_fail_with_the_steps_error():
+    states = ASL["States"]
+    for release_failed in (False, True):   # the step's error wins over a failed release
+        present = {"lease", "chunk", "error"} | ({"release_error"} if release_failed else set())
+        assert ending(present) == "Pipeline failed"
+    failed = states["Pipeline failed"]
+    assert failed["Type"] == "Fail"
+    assert (failed["ErrorPath"], failed["CausePath"]) == ("$.error.Error", "$.error.Cause")
+
+
+def test_success_paths_end_as_today():
+    states = ASL["States"]
+    assert states[ending({"lease", "chunk", "plan", "aggregate", "train"})]["Type"] == "Succeed"
+    assert states[ending({"lease", "chunk", "plan", "fanout", "train", "reload"})][
+        "Type"] == "Succeed"
+    # a failed release after successful steps fails the execution with the release's error
+    nope = states[ending({"lease", "chunk", "plan", "train", "release_error"})]
+    assert nope["Type"] == "Fail"
+    assert (nope["ErrorPath"], nope["CausePath"]) == ("$.release_error.Error",
+                                                      "$.release_error.Cause")
 
 
 def test_a_failed_acquire_also_releases_a_lease_it_may_have_written():
     """The guard can crash after its conditional write: without a release the lease
     would block every run for LeaseSeconds (release is a no-op for a non-holder)."""
     catches = ASL["States"]["Acquire lease"]["Catch"]
-    assert [c["Next"] for c in catches] == ["Release lease after failure"]
+    assert [c["Next"] for c in catches] == ["Release lease"]
+    assert ending({"error"}) == "Pipeline failed"
 
 
 def test_idempotent_data_steps_retry_a_crash_or_timeout_once():
@@ -95,4 +184,6 @@ def test_overlap_and_nothing_new_end_as_success_not_failure():
     assert states[states["Lease acquired?"]["Default"]]["Type"] == "Succeed"
     nothing = states["Anything new to train on?"]["Choices"][0]
     assert nothing["StringEquals"] == "exhausted"
-    assert states[states[nothing["Next"]]["Next"]]["Type"] == "Succeed"
+    assert states[nothing["Next"]]["Next"] == "What happened?"
+    assert ending({"lease", "chunk", "plan", "released"}) == "Nothing new"
+    assert states["Nothing new"]["Type"] == "Succeed"
