@@ -1,9 +1,7 @@
 """Reload function: publish the registry's `production` version as the serving bundle
-(ctr.bundle.publish_production).
-
-Event: ignored. Returns {"status": "published"|"unchanged", "version", "prefix"};
-raises NoModelError when no version has the alias yet (the registry snapshot for
-/model-info is refreshed first either way).
+(ctr.bundle.publish_production). Event `ctr.steps.ReloadEvent` (no parameters), result
+`ctr.steps.ReloadResult`; raises NoModelError when no version has the alias yet (the
+registry snapshot for /model-info is refreshed first either way).
 Settings (environment): BUCKET_NAME, MLFLOW_TRACKING_URI (required), MODEL_NAME.
 """
 
@@ -20,6 +18,7 @@ from mlflow import MlflowClient
 
 from ctr.bundle import publish_production
 from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.steps import ReloadEvent, parse_event
 
 logger, tracer, metrics = observability()
 
@@ -38,8 +37,9 @@ client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
-    result = publish_production(client, store, settings.model_name).to_dict()
-    logger.info("reload", extra=result)
+    parse_event(ReloadEvent, event)
+    result = publish_production(client, store, settings.model_name)
+    logger.info("reload", extra=result.to_payload())
     metrics.add_metric(name="ModelPublished", unit=MetricUnit.Count,
-                       value=1 if result["status"] == "published" else 0)
-    return result
+                       value=1 if result.status == "published" else 0)
+    return result.to_payload()

@@ -1,11 +1,6 @@
 """Train function: newest Parquet window -> MLflow run + registered version + gated
-promotion (ctr.registry.train_and_register).
-
-Event (all optional): {"execution": "<Step Functions execution name>",
-"num_boost_round": N (e.g. 1 for a deliberately weak model in tests),
-"max_train_rows": N, "force": true (train even if no part is newer than the last
-trained version)}. Returns {"status": "trained"|"skipped", "version", "promoted",
-"reason", "metrics", "run_id"}.
+promotion (ctr.registry.train_step). Event `ctr.steps.TrainEvent`, result
+`ctr.steps.TrainResult`.
 """
 
 from __future__ import annotations
@@ -26,7 +21,8 @@ from mlflow import MlflowClient
 
 from ctr import faults
 from ctr.function import FunctionSettings, bucket_store, observability
-from ctr.registry import train_and_register
+from ctr.registry.train_step import train_and_register
+from ctr.steps import TrainEvent, parse_event
 from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams
 
 logger, tracer, metrics = observability()
@@ -50,22 +46,22 @@ client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
-    event = event if isinstance(event, dict) else {}
+    request = parse_event(TrainEvent, event)
     faults.inject("train.start")  # test-only, inert unless CTR_FAULTS names it
-    params = replace(TrainParams(), num_boost_round=int(event.get("num_boost_round")
-                                                        or settings.num_boost_round))
+    params = replace(TrainParams(),
+                     num_boost_round=request.num_boost_round or settings.num_boost_round)
     result = train_and_register(
         store, client, model_name=settings.model_name,
         experiment_name=settings.experiment_name, params=params,
-        max_train_rows=int(event.get("max_train_rows") or settings.max_train_rows),
-        tolerance=settings.promotion_tolerance,
-        execution=str(event.get("execution") or "manual"), force=bool(event.get("force")))
-    logger.info("train run", extra={"result": result})
-    if result["status"] == "trained":
-        m = result["metrics"]
+        max_train_rows=request.max_train_rows or settings.max_train_rows,
+        tolerance=settings.promotion_tolerance, execution=request.execution,
+        force=request.force)
+    logger.info("train run", extra={"result": result.to_payload()})
+    if result.status == "trained":
+        m = result.metrics
         metrics.add_metric(name="ModelsTrained", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="ModelsPromoted", unit=MetricUnit.Count,
-                           value=int(result["promoted"]))
+                           value=int(result.promoted))
         for key, name, unit in (("training_seconds", "TrainingSeconds", MetricUnit.Seconds),
                                 ("train_rows", "TrainRows", MetricUnit.Count),
                                 ("peak_rss_mb", "PeakRssMb", MetricUnit.Megabytes),
@@ -74,4 +70,4 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
                 metrics.add_metric(name=name, unit=unit, value=m[key])
     else:
         metrics.add_metric(name="TrainingSkipped", unit=MetricUnit.Count, value=1)
-    return result
+    return result.to_payload()

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ctr import bundle, layout
+from ctr import bundle, layout, registry
+from ctr.registry import RegistrySnapshot
+from ctr.steps import ReloadResult
 from ctr.errors import ConflictError, DataError, NoModelError, ValidationError
 from ctr.storage import Store
 from tests.fakes import FakeS3
@@ -37,7 +39,7 @@ def client(tmp_path: Path) -> FakeMlflowClient:
     return FakeMlflowClient(tmp_path)
 
 
-def publish(client: FakeMlflowClient, store: Store) -> bundle.PublishResult:
+def publish(client: FakeMlflowClient, store: Store) -> ReloadResult:
     return bundle.publish_production(client, store, MODEL_NAME, downloader=copy_downloader)
 
 
@@ -52,7 +54,8 @@ def test_first_publish_writes_bundle_snapshot_and_pointer(client, store):
 
     result = publish(client, store)
 
-    assert result.to_dict() == {"status": "published", "version": 1, "prefix": "serving/v1/"}
+    assert result.to_payload() == {"status": "published", "version": 1,
+                                   "prefix": "serving/v1/"}
     pointer = bundle.load_pointer(store)
     assert pointer is not None and (pointer.version, pointer.prefix) == (1, "serving/v1/")
     assert pointer.published_at.endswith("+00:00")
@@ -157,11 +160,11 @@ def test_snapshot_follows_pagination_and_reuses_finished_runs(client, store):
     client.calls.clear()
     client.versions[2].tags["status"] = "rejected"
 
-    snapshot = bundle.build_registry_snapshot(client, MODEL_NAME, {"production": 3},
-                                              previous=bundle.load_registry_snapshot(store))
+    previous = RegistrySnapshot.model_validate(bundle.load_registry_snapshot(store))
+    snap = registry.snapshot(client, MODEL_NAME, previous=previous)
 
-    assert [v["version"] for v in snapshot["versions"]] == [3, 2, 1]
-    assert snapshot["versions"][1]["status"] == "rejected"
+    assert [v.version for v in snap.versions] == [3, 2, 1]
+    assert snap.versions[1].status == "rejected"
     assert "get_run" not in client.calls
     assert client.calls.count("search_model_versions") == 2      # page size 2
 

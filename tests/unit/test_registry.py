@@ -12,6 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 from ctr import layout, registry
+from ctr.registry import gate as gating
+from ctr.registry import names, runlog, versions
+from ctr.registry.train_step import train_and_register
 from ctr import metrics as m
 from ctr.errors import NoModelError, NotFoundError, TransientError
 from ctr.storage import Store
@@ -66,9 +69,9 @@ class Scenario:
         self.tags: dict[str, dict[int, dict[str, str]]] = {}   # step -> version -> tags
 
     def train(self, step: str, params: TrainParams, **kw) -> dict:
-        out = registry.train_and_register(
+        out = train_and_register(
             self.store, self.client, model_name=self.name, experiment_name=self.experiment,
-            params=params, execution=f"exec-{step}", **kw)
+            params=params, execution=f"exec-{step}", **kw).to_payload()
         self.results[step] = out
         self.aliases[step] = _aliases(self.client, self.name) if out["version"] else {}
         self.tags[step] = {int(v.version): dict(v.tags) for v in
@@ -79,8 +82,8 @@ class Scenario:
 @pytest.fixture(scope="module")
 def scenario(client, tmp_path_factory) -> Scenario:
     s = Scenario(client, tmp_path_factory.mktemp("artifacts"))
-    s.results["empty"] = registry.train_and_register(
-        s.store, client, model_name=s.name, experiment_name=s.experiment)
+    s.results["empty"] = train_and_register(
+        s.store, client, model_name=s.name, experiment_name=s.experiment).to_payload()
     put_parts(s.store, 0, 2, ROWS, seed=7)
     s.train("v1", WEAK)
     s.train("skip", PARAMS)
@@ -91,15 +94,15 @@ def scenario(client, tmp_path_factory) -> Scenario:
     s.train("v3", WEAK)
     s.holdout_v3 = load_window(s.store, 1).holdout
 
-    real_gate = registry.gate
+    real_gate = gating.gate
     def crash(*a, **k):
         raise RuntimeError("simulated crash between register and gate")
-    registry.gate = crash
+    gating.gate = crash
     try:
         with pytest.raises(RuntimeError):
             s.train("v4-crash", PARAMS, force=True)
     finally:
-        registry.gate = real_gate
+        gating.gate = real_gate
     s.pending_tags = _tags(client, s.name, 4)
     s.train("v4-resumed", PARAMS)
     return s
@@ -128,7 +131,7 @@ def test_first_version_becomes_production_with_a_complete_run(scenario, client):
     png = Path(client.download_artifacts(out["run_id"], "plots/roc.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f.path for f in client.list_artifacts(out["run_id"], "feature_transform")] == [
-        registry.TRANSFORM_ARTIFACT]
+        names.TRANSFORM_ARTIFACT]
     inputs = {d.dataset.name: (d.dataset.digest, [t.value for t in d.tags])
               for d in run.inputs.dataset_inputs}
     assert set(inputs) == {layout.parquet_key(0), layout.parquet_key(1)}
@@ -184,12 +187,12 @@ def test_a_version_whose_gate_never_ran_is_gated_on_the_next_call(scenario, clie
 
 
 def test_list_versions_shows_aliases_status_and_metrics(scenario, client):
-    versions = registry.list_versions(client, scenario.name)
-    assert [v["version"] for v in versions] == [4, 3, 2, 1]
-    by = {v["version"]: v for v in versions}
-    assert by[3]["status"] == "rejected" and by[3]["aliases"] == []
-    assert "holdout_logloss" in by[2]["metrics"] and by[2]["run_name"].startswith("train-")
-    assert by[1]["data_window"].startswith("parquet parts 0-1")
+    listed = registry.snapshot(client, scenario.name).versions
+    assert [v.version for v in listed] == [4, 3, 2, 1]
+    by = {v.version: v for v in listed}
+    assert by[3].status == "rejected" and by[3].aliases == []
+    assert "holdout_logloss" in by[2].metrics and by[2].run_name.startswith("train-")
+    assert by[1].data_window.startswith("parquet parts 0-1")
 
 
 # --- promote / rollback on versions created directly (no training needed) -----------
@@ -197,7 +200,7 @@ def test_list_versions_shows_aliases_status_and_metrics(scenario, client):
 @pytest.fixture
 def three_versions(client, request) -> str:
     name = f"ops_{request.node.name}"
-    registry.ensure_registered_model(client, name)
+    runlog.ensure_registered_model(client, name)
     for _ in range(3):
         client.create_model_version(name, source="file:///nowhere", tags={"status": "candidate"})
     return name
@@ -205,11 +208,11 @@ def three_versions(client, request) -> str:
 
 def test_promote_moves_production_and_previous_and_is_idempotent(client, three_versions):
     name = three_versions
-    assert registry.promote(client, name, 1)["status"] == "promoted"
+    assert registry.promote(client, name, 1).status == "promoted"
     assert _aliases(client, name) == {"production": "1"}
     registry.promote(client, name, 2)
     assert _aliases(client, name) == {"production": "2", "previous": "1"}
-    assert registry.promote(client, name, 2)["status"] == "unchanged"
+    assert registry.promote(client, name, 2).status == "unchanged"
     registry.promote(client, name, 3)
     assert _aliases(client, name) == {"production": "3", "previous": "2"}
     assert [_tags(client, name, v)["status"] for v in (1, 2, 3)] == [
@@ -225,13 +228,14 @@ def test_rollback_restores_previous_and_repeating_it_changes_nothing(client, thr
     registry.promote(client, name, 1)
     registry.promote(client, name, 2)
     out = registry.rollback(client, name)
-    assert out == {"status": "rolled_back", "production": 1, "rolled_back": 2, "previous": None}
+    assert out == registry.AliasChange(status="rolled_back", production=1, rolled_back=2,
+                                       previous=None)
     assert _aliases(client, name) == {"production": "1"}
     assert _tags(client, name, 1)["status"] == "production"
     assert _tags(client, name, 2)["status"] == "archived"
     assert "rolled back to v1" in _tags(client, name, 2)["status_reason"]
     again = registry.rollback(client, name)
-    assert again["status"] == "unchanged" and _aliases(client, name) == {"production": "1"}
+    assert again.status == "unchanged" and _aliases(client, name) == {"production": "1"}
 
 
 def test_rollback_interrupted_after_moving_production_finishes_cleanly(client, three_versions):
@@ -240,7 +244,7 @@ def test_rollback_interrupted_after_moving_production_finishes_cleanly(client, t
     registry.promote(client, name, 2)
     client.set_registered_model_alias(name, "production", "1")   # crash after this step
     out = registry.rollback(client, name)
-    assert out["production"] == 1 and _aliases(client, name) == {"production": "1"}
+    assert out.production == 1 and _aliases(client, name) == {"production": "1"}
 
 
 def test_gate_tolerance_lets_a_slightly_worse_model_through(client, scenario):
@@ -254,15 +258,15 @@ def test_gate_tolerance_lets_a_slightly_worse_model_through(client, scenario):
     gap = (m.logloss(y, cand.predict_table(scenario.holdout_v3))
            - m.logloss(y, prod.predict_table(scenario.holdout_v3)))
     assert gap > 0
-    registry.ensure_registered_model(client, "tolerance_model")
+    runlog.ensure_registered_model(client, "tolerance_model")
     for source_version in (prod_version, "3"):
         mv = client.get_model_version(name, source_version)
         client.create_model_version(
             "tolerance_model", run_id=mv.run_id,
             source=client.get_model_version_download_uri(name, source_version))
     registry.promote(client, "tolerance_model", 1)
-    strict = registry.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, 0.0)
-    loose = registry.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, gap * 1.5)
+    strict = gating.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, 0.0)
+    loose = gating.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, gap * 1.5)
     assert (strict.promoted, loose.promoted) == (False, True)
     assert _aliases(client, "tolerance_model") == {"production": "2", "previous": "1"}
     assert strict.production_logloss == pytest.approx(loose.production_logloss)
@@ -277,7 +281,7 @@ def test_production_in_an_unreadable_transform_format_is_replaced(client, scenar
     from ctr.errors import TransientError, ValidationError
 
     cand = registry.load_predictor(client, scenario.name, 3)
-    registry.ensure_registered_model(client, "format_model")
+    runlog.ensure_registered_model(client, "format_model")
     mv = client.get_model_version(scenario.name, "3")
     for _ in range(2):
         client.create_model_version("format_model", run_id=mv.run_id,
@@ -288,23 +292,23 @@ def test_production_in_an_unreadable_transform_format_is_replaced(client, scenar
     def unreadable(*_args, **_kwargs):
         raise ValidationError("feature transform format_version 0 is not supported")
 
-    monkeypatch.setattr(registry, "load_predictor", unreadable)
-    decision = registry.gate(client, "format_model", 2, cand, scenario.holdout_v3, 0.0)
+    monkeypatch.setattr(versions, "load_predictor", unreadable)
+    decision = gating.gate(client, "format_model", 2, cand, scenario.holdout_v3, 0.0)
     assert decision.promoted and "cannot load" in decision.reason
     assert _aliases(client, "format_model") == {"production": "2", "previous": "1"}
 
     def mlflow_down(*_args, **_kwargs):
         raise TransientError("MLflow unavailable")
 
-    registry.ensure_registered_model(client, "down_model")
+    runlog.ensure_registered_model(client, "down_model")
     for _ in range(2):
         client.create_model_version("down_model", run_id=mv.run_id,
                                     source=client.get_model_version_download_uri(
                                         scenario.name, "3"))
     registry.promote(client, "down_model", 1)
-    monkeypatch.setattr(registry, "load_predictor", mlflow_down)
+    monkeypatch.setattr(versions, "load_predictor", mlflow_down)
     with pytest.raises(TransientError):
-        registry.gate(client, "down_model", 2, cand, scenario.holdout_v3, 0.0)
+        gating.gate(client, "down_model", 2, cand, scenario.holdout_v3, 0.0)
     assert _aliases(client, "down_model") == {"production": "1"}
 
 
@@ -321,5 +325,5 @@ def test_an_unreachable_tracking_server_is_a_transient_error():
     store = Store(FakeS3(), "bucket")
     put_parts(store, 0, 1, 100)
     with pytest.raises(TransientError) as err:
-        registry.train_and_register(store, Down(), model_name="m", experiment_name="e")
+        train_and_register(store, Down(), model_name="m", experiment_name="e")
     assert err.value.details["error_code"] == "INTERNAL_ERROR"

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from pytest_socket import disable_socket, enable_socket
 
+from ctr.errors import ValidationError
 from ctr.storage import Store
 from tests.fakes import FakeS3
 from tests.synth_parts import put_parts
@@ -71,6 +72,14 @@ def test_empty_bucket_is_skipped(handler, capsys):
     out = module.lambda_handler({}, Context())
     assert out["status"] == "skipped" and out["version"] is None
     assert "TrainingSkipped" in _emitted_metrics(capsys.readouterr().out)
+
+
+def test_a_malformed_event_is_a_validation_error_naming_the_field(handler):
+    module, _ = handler
+    with pytest.raises(ValidationError) as err:
+        module.lambda_handler({"num_boost_round": "many", "force": "perhaps"}, Context())
+    assert {tuple(e["loc"]) for e in err.value.details["errors"]} == {
+        ("num_boost_round",), ("force",)}
 
 
 def test_event_overrides_rounds_and_names_the_execution(handler, capsys):

@@ -25,7 +25,6 @@ import resource
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -75,7 +74,7 @@ class TrainParams:
     seed: int = 0
     nthread: int = 0          # 0 = every core XGBoost sees
 
-    def booster_params(self) -> dict[str, Any]:
+    def booster_params(self) -> dict[str, str | int | float]:
         return {
             "objective": "binary:logistic",
             "eval_metric": "logloss",
@@ -122,7 +121,7 @@ class Window:
 
 
 @dataclass
-class TrainResult:
+class FitResult:
     predictor: Predictor
     params: TrainParams
     metrics: dict[str, float]
@@ -192,7 +191,7 @@ def peak_rss_mb() -> float:
 
 
 def fit(train: pa.Table, holdout: pa.Table, params: TrainParams | None = None
-        ) -> TrainResult:
+        ) -> FitResult:
     """Fit the transform on `train`, train the booster with early stopping on
     `holdout`, and measure it on `holdout`."""
     params = params or TrainParams()
@@ -215,7 +214,7 @@ def fit(train: pa.Table, holdout: pa.Table, params: TrainParams | None = None
     del x_train                    # the quantised copy inside dtrain is all XGBoost needs
     dhold = as_dmatrix(transform.encode(holdout), y_hold)
     booster_params = params.booster_params()
-    evals_result: dict[str, Any] = {}
+    evals_result: dict[str, dict[str, list[float]]] = {}
     callbacks: Sequence[xgb.callback.TrainingCallback] = [
         xgb.callback.EarlyStopping(rounds=params.early_stopping_rounds, save_best=True,
                                    data_name="holdout", metric_name="logloss",
@@ -240,12 +239,12 @@ def fit(train: pa.Table, holdout: pa.Table, params: TrainParams | None = None
         "training_seconds": seconds,
         "peak_rss_mb": peak_rss_mb(),
     }
-    return TrainResult(Predictor(booster, transform), params, result_metrics, y_hold,
-                       predictions, evals_result)
+    return FitResult(Predictor(booster, transform), params, result_metrics, y_hold,
+                     predictions, evals_result)
 
 
 def train(store: Store, params: TrainParams | None = None,
-          max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS) -> TrainResult:
+          max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS) -> FitResult:
     """Load the newest window from the store and fit on it."""
     window = load_window(store, max_train_rows)
     result = fit(window.train, window.holdout, params)
@@ -253,6 +252,6 @@ def train(store: Store, params: TrainParams | None = None,
     return result
 
 
-def params_dict(params: TrainParams, max_train_rows: int) -> dict[str, Any]:
+def params_dict(params: TrainParams, max_train_rows: int) -> dict[str, str | int | float]:
     return {**asdict(params), "max_train_rows": max_train_rows, "tree_method": "hist",
             "objective": "binary:logistic", "xgboost_version": xgb.__version__}
