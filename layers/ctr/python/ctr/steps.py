@@ -130,7 +130,7 @@ class Transcoded(StepModel):
 
     model_config = pydantic.ConfigDict(serialize_by_alias=True, validate_by_name=True)
 
-    from_key: str = pydantic.Field(alias="from")
+    from_key: str = pydantic.Field(validation_alias="from", serialization_alias="from")
     to: str
     seconds: float
 
@@ -273,4 +273,37 @@ class AggregateResult(StepModel):
 
 # --------------------------------------------------------------------------- train
 
+class TrainEvent(StepEvent):
+    """The train function's event; every field is optional."""
+
+    execution: str = "manual"            # the Step Functions execution name, for tags
+    num_boost_round: pydantic.PositiveInt | None = None    # e.g. 1 for a weak test model
+    max_train_rows: pydantic.PositiveInt | None = None
+    force: bool = False                  # train even if no part is newer than the last
+
+
+class TrainResult(StepModel):
+    """`status` "trained": a version was registered and gated (`promoted` says how);
+    "skipped": nothing new to train on (`reason` says why; version and run_id are null)."""
+
+    status: Literal["trained", "skipped"]
+    version: int | None
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    run_id: str | None
+
+
 # --------------------------------------------------------------------------- reload
+
+class ReloadEvent(StepEvent):
+    """The reload function takes no parameters: it always publishes `production`."""
+
+
+class ReloadResult(StepModel):
+    """`published`: the serving pointer moved to `prefix`; `unchanged`: it already
+    pointed there."""
+
+    status: Literal["published", "unchanged"]
+    version: int
+    prefix: str
