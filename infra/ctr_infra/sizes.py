@@ -47,6 +47,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from ctr_infra.bench.report import markdown_table
+
 LIMIT_MB = 250.0
 MB = 1_000_000
 
@@ -330,18 +332,18 @@ def measure(root: Path | None = None, probe: bool = True) -> dict[str, Any]:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    lines = [f"Unzipped size per function (limit {report['limit_mb']:.0f} MB; "
-             f"{report['method']})", "",
-             "| function | layer | code MB | ctr MB | deps MB | total MB | fits | "
-             "isolated import | native libs loaded MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, f in report["functions"].items():
         probe = f["isolated_import"]
         ok = "-" if probe is None else ("ok" if probe["ok"] else f"FAILED {probe['error']}")
         native = f"{probe['native_mb']:.0f}" if probe and probe.get("ok") else "-"
-        lines.append(f"| {name} | {f['layer']} | {f['code_mb']:.2f} | {f['ctr_layer_mb']:.2f} | "
-                     f"{f['deps_mb']:.1f} | {f['total_mb']:.1f} | "
-                     f"{'yes' if f['fits'] else '**no**'} | {ok} | {native} |")
+        rows.append((name, f["layer"], f"{f['code_mb']:.2f}", f"{f['ctr_layer_mb']:.2f}",
+                     f"{f['deps_mb']:.1f}", f"{f['total_mb']:.1f}",
+                     "yes" if f["fits"] else "**no**", ok, native))
+    lines = [f"Unzipped size per function (limit {report['limit_mb']:.0f} MB; "
+             f"{report['method']})", "",
+             *markdown_table(("function", "layer", "code MB", "ctr MB", "deps MB", "total MB",
+                              "fits", "isolated import", "native libs loaded MB"), rows)]
     for name, layer in report["layers"].items():
         big = ", ".join(f"{d} {v['mb']:.0f}" for d, v in layer["distributions"].items()
                         if v["mb"] >= 3)

@@ -13,7 +13,9 @@ import time
 import httpx
 import pytest
 
-from ctr_infra import bench
+from ctr_infra.bench import runner
+from ctr_infra.bench.cloud import existing_cloud
+from ctr_infra.bench.plan import QUICK
 from ctr_infra.cli import main
 from ctr_infra.localcloud import CloudError
 
@@ -74,9 +76,9 @@ def _finite_positive(x) -> bool:
 
 def test_every_section_runs_and_the_command_succeeds(quick):
     sections = quick["results"]["sections"]
-    assert list(sections) == list(bench.SECTIONS)
+    assert list(sections) == list(runner.SECTIONS)
     assert {name: entry["error"] for name, entry in sections.items()} == dict.fromkeys(
-        bench.SECTIONS)
+        runner.SECTIONS)
     assert all(entry["status"] == "ok" and entry["figures"] for entry in sections.values())
     assert quick["code"] == 0
 
@@ -110,20 +112,20 @@ def test_the_expected_figures_are_there_with_their_baselines(quick):
     missing = sorted(set(EXPECTED) - set(by_id))
     assert missing == []
     assert {fid: by_id[fid]["baseline"] is not None for fid in EXPECTED} == EXPECTED
-    assert by_id["serving.cold_start_s"]["n"] == bench.QUICK.cold_starts
+    assert by_id["serving.cold_start_s"]["n"] == QUICK.cold_starts
     pipeline = quick["results"]["sections"]["pipeline"]["raw"]
     assert pipeline["status"] == "SUCCEEDED"
-    assert pipeline["chunk"]["lines"] == bench.QUICK.pipeline_lines
+    assert pipeline["chunk"]["lines"] == QUICK.pipeline_lines
     assert pipeline["train"]["promoted"] is True
 
 
 def test_machine_plan_and_cloud_are_described(quick):
     results = quick["results"]
-    assert results["schema"] == bench.SCHEMA and results["mode"] == "quick"
+    assert results["schema"] == runner.SCHEMA and results["mode"] == "quick"
     m = results["machine"]
     assert m["cpu_model"] and m["os"] and m["python"] and m["date"]
     assert m["cores"] >= 1 and m["ram_gib"] > 0
-    assert results["plan"]["pipeline_lines"] == bench.QUICK.pipeline_lines
+    assert results["plan"]["pipeline_lines"] == QUICK.pipeline_lines
     assert results["cloud"]["private"] is False
     assert _finite_positive(results["wall_s"])
 
@@ -146,5 +148,5 @@ def test_function_configuration_is_restored(quick):
 
 
 def test_a_cloud_holding_data_is_refused(quick, cloud):
-    with pytest.raises(CloudError, match="holds data"), bench.existing_cloud(cloud.cfg):
+    with pytest.raises(CloudError, match="holds data"), existing_cloud(cloud.cfg):
         pass

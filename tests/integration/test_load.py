@@ -42,7 +42,9 @@ import httpx
 import pytest
 
 from ctr.bundle import load_pointer
-from ctr_infra.bench_serve import merge_runs, newest_rows, run_loadgen, summarize, uvicorn_app
+from ctr_infra.bench.loadgen import merge_runs, run_loadgen
+from ctr_infra.bench.report import summarize
+from ctr_infra.bench.serve import newest_rows, uvicorn_app
 from tests.synth_parts import put_parts
 
 pytestmark = pytest.mark.slow

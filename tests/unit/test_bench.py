@@ -12,23 +12,25 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ctr_infra import bench
+from ctr_infra.bench import cloud as bench_cloud
+from ctr_infra.bench import pipeline, report, runner
+from ctr_infra.bench.plan import FULL, QUICK
 from ctr_infra.localcloud import CloudError
 
 
 def test_a_figure_carries_unit_baseline_and_ratio():
-    f = bench.figure("x.y", "thing", 30.0, "MB/s", better="higher", n=3,
-                     spread=bench.min_max([20.0, 30.0, 35.0]), baseline=("other", 60.0))
+    f = report.figure("x.y", "thing", 30.0, "MB/s", better="higher", n=3,
+                     spread=report.min_max([20.0, 30.0, 35.0]), baseline=("other", 60.0))
     assert f == {"id": "x.y", "name": "thing", "value": 30.0, "unit": "MB/s", "n": 3,
                  "spread": {"kind": "min-max", "low": 20.0, "high": 35.0},
                  "baseline": {"name": "other", "value": 60.0, "unit": "MB/s"},
                  "ratio": 0.5, "better": "higher", "note": ""}
-    alone = bench.figure("x.z", "alone", 2.0, "s", better="lower")
+    alone = report.figure("x.z", "alone", 2.0, "s", better="lower")
     assert alone["baseline"] is None and alone["ratio"] is None
 
 
 def test_rate_figure_is_the_median_rate_with_its_spread_and_the_baselines_median():
-    f = bench.rate_figure("r", "rate", 100.0, "MB/s", [1.0, 4.0, 2.0],
+    f = report.rate_figure("r", "rate", 100.0, "MB/s", [1.0, 4.0, 2.0],
                           baseline=("fast", [0.5, 0.25, 1.0]))
     assert f["value"] == 50.0                       # median of 100, 25, 50
     assert (f["spread"]["low"], f["spread"]["high"], f["n"]) == (25.0, 100.0, 3)
@@ -54,14 +56,14 @@ def test_state_durations_pair_entered_and_exited_events_in_order():
               _event("Map", "Aggregate chunks in parallel", at(6), True),
               _event("Map", "Aggregate chunks in parallel", at(16), False),
               _event("Task", "Train model", at(17), True)]       # never exited: left out
-    assert bench.state_durations(events) == [("Chunk new lines", "Task", 3.5),
+    assert pipeline.state_durations(events) == [("Chunk new lines", "Task", 3.5),
                                              ("Promoted?", "Choice", 0.0),
                                              ("Aggregate chunks in parallel", "Map", 10.0)]
 
 
 def _fake_section(name):
     def section(plan, echo):
-        return [bench.figure(f"{name}.f", name, 1.5, "s", better="lower",
+        return [report.figure(f"{name}.f", name, 1.5, "s", better="lower",
                              baseline=("b", 3.0))], {"plan": plan.mode}
     return section
 
@@ -71,25 +73,25 @@ def _broken_section(plan, echo):
 
 
 def test_a_failing_section_is_recorded_and_the_others_still_run(monkeypatch):
-    monkeypatch.setattr(bench, "OFFLINE_SECTIONS", {"sizes": _fake_section("sizes"),
+    monkeypatch.setattr(runner, "OFFLINE_SECTIONS", {"sizes": _fake_section("sizes"),
                                                     "training": _broken_section,
                                                     "data": _fake_section("data")})
-    results = bench.run(bench.QUICK, only=("sizes", "training", "data"), echo=lambda _: None)
+    results = runner.run(QUICK, only=("sizes", "training", "data"), echo=lambda _: None)
 
     sections = results["sections"]
-    assert list(sections) == list(bench.SECTIONS)
+    assert list(sections) == list(runner.SECTIONS)
     assert sections["sizes"]["status"] == sections["data"]["status"] == "ok"
     assert sections["training"] == {"status": "error", "figures": [], "raw": None,
                                     "error": "RuntimeError: disk on fire",
                                     "seconds": sections["training"]["seconds"]}
     assert sections["pipeline"]["status"] == sections["serving"]["status"] == "skipped"
     assert results["cloud"] is None                 # no cloud section, no cloud started
-    assert results["schema"] == bench.SCHEMA and results["mode"] == "quick"
+    assert results["schema"] == runner.SCHEMA and results["mode"] == "quick"
     assert {"cpu_model", "cores", "ram_gib", "os", "python", "date",
             "load_average", "load_average_end"} <= set(results["machine"])
 
 
-@pytest.mark.parametrize("plan", [bench.QUICK, bench.FULL], ids=["early", "lazy"])
+@pytest.mark.parametrize("plan", [QUICK, FULL], ids=["early", "lazy"])
 def test_a_cloud_that_cannot_start_fails_both_cloud_sections_once(monkeypatch, plan):
     starts = []
 
@@ -99,8 +101,8 @@ def test_a_cloud_that_cannot_start_fails_both_cloud_sections_once(monkeypatch, p
         raise CloudError("port 4566 is already in use")
         yield
 
-    monkeypatch.setattr(bench, "private_cloud", no_cloud)
-    results = bench.run(plan, only=("pipeline", "serving"), echo=lambda _: None)
+    monkeypatch.setattr(runner, "private_cloud", no_cloud)
+    results = runner.run(plan, only=("pipeline", "serving"), echo=lambda _: None)
 
     assert len(starts) == 1
     for name in ("pipeline", "serving"):
@@ -111,18 +113,18 @@ def test_a_cloud_that_cannot_start_fails_both_cloud_sections_once(monkeypatch, p
 
 def test_unknown_sections_are_refused():
     with pytest.raises(ValueError, match="unknown section"):
-        bench.run(bench.QUICK, only=("sizes", "speed"))
+        runner.run(QUICK, only=("sizes", "speed"))
 
 
 def test_results_are_json_safe_and_written_whole(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "OFFLINE_SECTIONS", {"sizes": _fake_section("sizes"),
+    monkeypatch.setattr(runner, "OFFLINE_SECTIONS", {"sizes": _fake_section("sizes"),
                                                     "training": _broken_section,
                                                     "data": _fake_section("data")})
-    results = bench.run(bench.QUICK, only=("sizes", "training", "data"), echo=lambda _: None)
-    results["sections"]["data"]["raw"] = bench._json_safe({"nan": math.nan, 3: (1, 2)})
+    results = runner.run(QUICK, only=("sizes", "training", "data"), echo=lambda _: None)
+    results["sections"]["data"]["raw"] = report.json_safe({"nan": math.nan, 3: (1, 2)})
 
-    paths = bench.write(results, tmp_path / "bench")
-    again = bench.write(results, tmp_path / "bench")       # same run: same files
+    paths = report.write(results, tmp_path / "bench")
+    again = report.write(results, tmp_path / "bench")       # same run: same files
 
     assert paths == again
     assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted(
@@ -153,9 +155,9 @@ class _FakeLambda:
 
 def test_function_env_restores_the_original_environment_even_after_an_error():
     lam = _FakeLambda({"BUCKET_NAME": "b", "CHUNK_LINES": "1000000"})
-    cloud = bench.BenchCloud(cfg=None, outputs={"ChunkFunctionName": "chunk-fn"},
+    cloud = bench_cloud.BenchCloud(cfg=None, outputs={"ChunkFunctionName": "chunk-fn"},
                              private=True, startup_s=0.0, _clients={"lambda": lam})
-    with pytest.raises(KeyError), bench.function_env(cloud, "ChunkFunction",
+    with pytest.raises(KeyError), bench_cloud.function_env(cloud, "ChunkFunction",
                                                      CHUNK_LINES="20000") as set_env:
         assert lam.env == {"BUCKET_NAME": "b", "CHUNK_LINES": "20000"}
         set_env(EXTRA="1")
@@ -168,9 +170,9 @@ def test_function_env_restores_the_original_environment_even_after_an_error():
 def test_quick_is_smaller_than_full_in_every_size():
     for name in ("data_chunk_lines", "train_rows", "pipeline_lines", "serve_requests",
                  "serve_api_requests", "cold_starts"):
-        assert getattr(bench.QUICK, name) < getattr(bench.FULL, name), name
-    assert bench.FULL.data_chunks == 10 and bench.FULL.train_rows == 2_000_000
-    assert bench.FULL.pipeline_lines == 1_000_000
+        assert getattr(QUICK, name) < getattr(FULL, name), name
+    assert FULL.data_chunks == 10 and FULL.train_rows == 2_000_000
+    assert FULL.pipeline_lines == 1_000_000
 
 
 def test_a_cloud_started_early_is_stopped_once_and_kept_when_interrupted():
@@ -179,16 +181,16 @@ def test_a_cloud_started_early_is_stopped_once_and_kept_when_interrupted():
     @contextlib.contextmanager
     def fake_cloud():
         events.append("start")
-        cloud = bench.BenchCloud(cfg=None, outputs={}, private=True, startup_s=0.0)
+        cloud = bench_cloud.BenchCloud(cfg=None, outputs={}, private=True, startup_s=0.0)
         yield cloud
         events.append(("stop", cloud.keep_state))
 
-    with bench.started_early(fake_cloud()) as get:
+    with bench_cloud.started_early(fake_cloud()) as get:
         assert get().private is True
     assert events == ["start", ("stop", False)]
 
     events.clear()
-    with pytest.raises(KeyboardInterrupt), bench.started_early(fake_cloud()):
+    with pytest.raises(KeyboardInterrupt), bench_cloud.started_early(fake_cloud()):
         raise KeyboardInterrupt
     assert events == ["start", ("stop", True)]
 
@@ -198,7 +200,7 @@ def test_in_process_timing_works_inside_a_running_event_loop():
     still get a loop of its own (it failed with 'This event loop is already running')."""
     import asyncio
 
-    from ctr_infra.bench_serve import off_running_loop
+    from ctr_infra.bench.serve import off_running_loop
 
     def uses_the_thread_loop() -> int:
         loop = asyncio.get_event_loop()

@@ -33,19 +33,19 @@ import pyarrow.csv as pa_csv
 from ctr import aggregate, chunking, criteo, ingest, layout, synth
 from ctr.schema import ALL_COLUMNS, PARQUET_SCHEMA
 from ctr.storage import Store
+from ctr_infra.bench.plan import Echo, Plan
+from ctr_infra.bench.report import (
+    SectionResult,
+    figure,
+    min_max,
+    rate,
+    rate_figure,
+    rates,
+    timed,
+)
 from ctr_infra.memory_s3 import MemoryS3
 
 MB = 1e6
-
-
-def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - started
-
-
-def _rate(amount: float, seconds: float) -> float:
-    return amount / seconds if seconds > 0 else float("nan")
 
 
 def seed_style_chunk(store: Store, key: str, index: int, chunk_lines: int) -> int:
@@ -97,11 +97,11 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
                                "store": "in-memory" if store is None else f"s3://{store.bucket}"}
     try:
         path = directory / "bench.txt"
-        info, seconds = _timed(synth.write_tsv, path, rows, seed, progress=True, sidecar=False)
+        info, seconds = timed(synth.write_tsv, path, rows, seed, progress=True, sidecar=False)
         size = int(info["bytes"])
         results["file_mb"] = size / MB
-        results["synth"] = {"seconds": seconds, "rows_per_s": _rate(rows, seconds),
-                            "mb_per_s": _rate(size / MB, seconds)}
+        results["synth"] = {"seconds": seconds, "rows_per_s": rate(rows, seconds),
+                            "mb_per_s": rate(size / MB, seconds)}
 
         store = store or Store(MemoryS3(), "bench")
         _empty_check(store)
@@ -110,14 +110,14 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         times: list[float] = []
         chunk_bytes: list[int] = []
         while True:
-            result, seconds = _timed(chunking.cut_chunk, store, chunk_lines)
+            result, seconds = timed(chunking.cut_chunk, store, chunk_lines)
             if result["status"] == "exhausted":
                 break
             times.append(seconds)
             chunk_bytes.append(result["bytes"])
         results["chunk"] = {"runs": len(times), "seconds": sum(times),
-                            "mb_per_s": _rate(sum(chunk_bytes) / MB, sum(times)),
-                            "lines_per_s": _rate(rows, sum(times)),
+                            "mb_per_s": rate(sum(chunk_bytes) / MB, sum(times)),
+                            "lines_per_s": rate(rows, sum(times)),
                             "first_s": times[0], "last_s": times[-1],
                             "last_over_first": times[-1] / times[0],
                             # robust to one noisy run: medians of the first/second half
@@ -132,7 +132,7 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         for _ in range(repeats):
             for which, index in (("first", 0), ("last", chunks - 1)):
                 seed_runs[which].append(
-                    _timed(seed_style_chunk, store, raw_key, index, chunk_lines)[1])
+                    timed(seed_style_chunk, store, raw_key, index, chunk_lines)[1])
         seed_first, seed_last = (statistics.median(seed_runs[k]) for k in ("first", "last"))
         results["seed_method"] = {"first_s": seed_first, "last_s": seed_last,
                                   "last_over_first": seed_last / seed_first,
@@ -151,28 +151,28 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
                 for key in list(store.list_keys(prefix)):
                     store.delete(key)
             cpu_start = time.process_time()
-            summary, agg_s = _timed(aggregate.aggregate, store)
+            summary, agg_s = timed(aggregate.aggregate, store)
             cpu["agg"].append(time.process_time() - cpu_start)
             timings["agg"].append(agg_s)
             bodies = [store.get(layout.chunk_key(i)).body for i in range(chunks)]
             cpu_start = time.process_time()
-            timings["typed"].append(sum(_timed(_read_csv_typed, b)[1] for b in bodies))
+            timings["typed"].append(sum(timed(_read_csv_typed, b)[1] for b in bodies))
             cpu["typed"].append(time.process_time() - cpu_start)
-            timings["default"].append(sum(_timed(_read_csv_default, b)[1] for b in bodies))
-            timings["ours"].append(sum(_timed(criteo.parse_tsv, b)[1] for b in bodies))
+            timings["default"].append(sum(timed(_read_csv_default, b)[1] for b in bodies))
+            timings["ours"].append(sum(timed(criteo.parse_tsv, b)[1] for b in bodies))
             del bodies
         parse_s, default_s, ours_s, agg_s = (min(timings[k])
                                              for k in ("typed", "default", "ours", "agg"))
         results["parse_read_csv_typed"] = {"seconds": parse_s,
-                                           "mb_per_s": _rate(size / MB, parse_s),
-                                           "lines_per_s": _rate(rows, parse_s)}
+                                           "mb_per_s": rate(size / MB, parse_s),
+                                           "lines_per_s": rate(rows, parse_s)}
         results["parse_read_csv_default"] = {"seconds": default_s,
-                                             "mb_per_s": _rate(size / MB, default_s),
-                                             "lines_per_s": _rate(rows, default_s)}
-        results["parse_ctr_criteo"] = {"seconds": ours_s, "mb_per_s": _rate(size / MB, ours_s),
-                                       "lines_per_s": _rate(rows, ours_s)}
-        results["aggregate"] = {"seconds": agg_s, "mb_per_s": _rate(size / MB, agg_s),
-                                "lines_per_s": _rate(rows, agg_s),
+                                             "mb_per_s": rate(size / MB, default_s),
+                                             "lines_per_s": rate(rows, default_s)}
+        results["parse_ctr_criteo"] = {"seconds": ours_s, "mb_per_s": rate(size / MB, ours_s),
+                                       "lines_per_s": rate(rows, ours_s)}
+        results["aggregate"] = {"seconds": agg_s, "mb_per_s": rate(size / MB, agg_s),
+                                "lines_per_s": rate(rows, agg_s),
                                 "rows_out": summary["rows_out"],
                                 "rows_rejected": summary["rows_rejected"],
                                 "share_of_read_csv": parse_s / agg_s,
@@ -182,21 +182,21 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
 
         gz_path = directory / "bench.txt.gz"
         with gz_path.open("wb") as out:
-            _, gzip_s = _timed(subprocess.run, ["gzip", "-1", "-c", str(path)], stdout=out,
+            _, gzip_s = timed(subprocess.run, ["gzip", "-1", "-c", str(path)], stdout=out,
                                check=True)
-        gunzip_runs = [_timed(subprocess.run, ["gzip", "-dc", str(gz_path)],
+        gunzip_runs = [timed(subprocess.run, ["gzip", "-dc", str(gz_path)],
                               stdout=subprocess.DEVNULL, check=True)[1]
                        for _ in range(repeats)]
         gunzip_s = statistics.median(gunzip_runs)
         gz_store = Store(MemoryS3(), "bench-gz")
         ingest.put(gz_store, str(gz_path))
-        first, first_s = _timed(chunking.cut_chunk, gz_store, chunk_lines)
-        _, second_s = _timed(chunking.cut_chunk, gz_store, chunk_lines)
+        first, first_s = timed(chunking.cut_chunk, gz_store, chunk_lines)
+        _, second_s = timed(chunking.cut_chunk, gz_store, chunk_lines)
         results["gzip"] = {"gz_mb": gz_path.stat().st_size / MB, "gzip_1_s": gzip_s,
-                           "gzip_dc_s": gunzip_s, "gzip_dc_mb_per_s": _rate(size / MB, gunzip_s),
+                           "gzip_dc_s": gunzip_s, "gzip_dc_mb_per_s": rate(size / MB, gunzip_s),
                            "gzip_dc_runs_s": gunzip_runs,
                            "transcode_s": first["transcoded"]["seconds"],
-                           "transcode_mb_per_s": _rate(size / MB,
+                           "transcode_mb_per_s": rate(size / MB,
                                                        first["transcoded"]["seconds"]),
                            "first_chunk_incl_transcode_s": first_s,
                            "second_chunk_s": second_s}
@@ -238,3 +238,48 @@ def format_table(r: dict[str, Any]) -> str:
         lp_text = f"{lps:12,.0f}" if lps == lps else f"{'-':>12s}"
         lines.append(f"{name:32s} {mb_text} {lp_text}  {note}")
     return "\n".join(lines)
+
+
+def section(plan: Plan, echo: Echo) -> SectionResult:
+    """The data figures of `ctr bench`."""
+    r = run(chunk_lines=plan.data_chunk_lines, chunks=plan.data_chunks,
+                       repeats=plan.data_repeats)
+    echo(format_table(r))
+    c, s, g, timings = r["chunk"], r["seed_method"], r["gzip"], r["aggregate"]["timings_s"]
+    size_mb, lines = r["file_mb"], r["rows"]
+    per_chunk_mb = [b / 1e6 / t for b, t in zip(c["per_chunk_bytes"], c["per_chunk_s"],
+                                                 strict=True) if t > 0]
+    per_chunk_lines = rates(r["chunk_lines"], c["per_chunk_s"])
+    gunzip = ("gzip -dc, same bytes", g["gzip_dc_runs_s"])
+    read_csv = ("pyarrow read_csv (typed), same chunks", timings["typed"])
+    halves = c["median_second_half_s"] / c["median_first_half_s"]
+    shape = f"{r['chunks']} chunks x {r['chunk_lines']:,} lines, {size_mb:,.1f} MB in-memory S3"
+    figures = [
+        figure("data.chunk.mb_per_s", "chunk: throughput", statistics.median(per_chunk_mb),
+               "MB/s", better="higher", n=len(per_chunk_mb), spread=min_max(per_chunk_mb),
+               baseline=(gunzip[0], statistics.median(rates(size_mb, gunzip[1]))),
+               note=f"per chunk; {shape}"),
+        figure("data.chunk.lines_per_s", "chunk: lines", statistics.median(per_chunk_lines),
+               "lines/s", better="higher", n=len(per_chunk_lines),
+               spread=min_max(per_chunk_lines),
+               baseline=(gunzip[0], statistics.median(rates(lines, gunzip[1])))),
+        figure("data.chunk.seconds", "chunk: one chunk at any position",
+               statistics.median(c["per_chunk_s"]), "s", better="lower",
+               n=len(c["per_chunk_s"]), spread=min_max(c["per_chunk_s"]),
+               baseline=("seed method, last chunk (re-read from line 0)", s["last_s"]),
+               note=f"seed method: {len(s['last_runs_s'])} runs"),
+        figure("data.chunk.last_over_first", "chunk: last / first chunk time",
+               c["last_over_first"], "x", better="lower",
+               baseline=("seed method, last / first", s["last_over_first"]),
+               note=f"medians of 2nd / 1st half of the chunks: {halves:.2f}"),
+        rate_figure("data.aggregate.mb_per_s", "aggregate: parse + validate + Parquet", size_mb,
+                    "MB/s", timings["agg"], baseline=read_csv,
+                    note=f"by CPU time {r['aggregate']['share_of_read_csv_cpu']:.0%} of read_csv"),
+        rate_figure("data.aggregate.lines_per_s", "aggregate: lines", lines, "lines/s",
+                    timings["agg"], baseline=read_csv),
+        figure("data.gzip_transcode.mb_per_s", "chunker's one-time gzip transcode",
+               g["transcode_mb_per_s"], "MB/s", better="higher",
+               baseline=("gzip -dc, same file", g["gzip_dc_mb_per_s"]),
+               note="includes the upload of the plain copy"),
+    ]
+    return figures, r

@@ -1,7 +1,7 @@
 """Compare categorical encodings for the trainer on `ctr.synth` data (the figures quoted
 in `ctr.features`' docstring). Not a test: prints a Markdown table.
 
-    python -m ctr_infra.bench_encodings --train-rows 400000 --holdout-rows 100000 --nthread 1
+    python -m ctr_infra.bench.encodings --train-rows 400000 --holdout-rows 100000 --nthread 1
 
 Every variant encodes the integers the same way (float32, NaN = missing) and trains
 XGBoost hist with the seed's settings (max_depth 8, eta 0.15, up to 200 rounds) and
@@ -32,6 +32,7 @@ import xgboost as xgb
 from ctr import metrics, synth
 from ctr.features import FEATURE_NAMES, FeatureTransform, hex_keys
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
+from ctr_infra.bench.report import markdown_table
 
 HASH_BUCKETS = 1024
 Encoded = tuple[np.ndarray, np.ndarray, list[str]]      # train X, holdout X, feature types
@@ -167,15 +168,12 @@ def run(train_rows: int, holdout_rows: int, seed: int = 0,
 
 
 def to_markdown(rows: list[dict[str, float | str]]) -> str:
-    lines = ["| encoding | logloss | AUC | gap | ECE | rounds | encode s | train s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def f(key: str, fmt: str, r: dict[str, float | str] = r) -> str:
-            return format(r[key], fmt) if key in r else ""
-        lines.append(f"| {r['encoding']} | {f('logloss', '.5f')} | {f('auc', '.4f')} | "
-                     f"{f('gap', '.3f')} | {f('ece', '.4f')} | {f('rounds', 'd')} | "
-                     f"{f('encode_s', '.1f')} | {f('train_s', '.1f')} |")
-    return "\n".join(lines)
+    formats = {"logloss": ".5f", "auc": ".4f", "gap": ".3f", "ece": ".4f", "rounds": "d",
+               "encode_s": ".1f", "train_s": ".1f"}
+    cells = [(r["encoding"], *(format(r[k], f) if k in r else "" for k, f in formats.items()))
+             for r in rows]
+    return "\n".join(markdown_table(("encoding", "logloss", "AUC", "gap", "ECE", "rounds",
+                                      "encode s", "train s"), cells))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,8 @@ registry, synthetic Parquet parts, the real train/register/promote code and the 
 reload export), so the in-process, uvicorn and `mlflow models serve` figures need no
 local cloud.
 
-    python -m ctr_infra.bench_serve --offline
-    python -m ctr_infra.bench_serve --api <LocalApiUrl> --mlflow <MlflowUrl> --bucket <b>
+    python -m ctr_infra.bench.serve --offline
+    python -m ctr_infra.bench.serve --api <LocalApiUrl> --mlflow <MlflowUrl> --bucket <b>
 """
 
 from __future__ import annotations
@@ -37,16 +37,16 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import itertools
 import json
 import os
 import signal
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,14 @@ from ctr.schema import FEATURE_COLUMNS
 from ctr.serving import schemas
 from ctr.serving.app import LoadedModel, ServingSettings, create_app
 from ctr.storage import Store
+from ctr_infra.bench.cloud import BenchCloud, function_env
+from ctr_infra.bench.loadgen import Target, process_group_cpu, take_turns
+from ctr_infra.bench.plan import Echo, Plan
+from ctr_infra.bench.report import Figure, SectionResult, figure, min_max, time_calls
+from ctr_infra.localcloud import CloudError
+from ctr_infra.net import LOCALHOST, free_port, wait_http
 
 IN_PROCESS_SIZES = (1, 100, 1000)
-LOCALHOST = "127.0.0.1"
 OURS, MLFLOW, API_GATEWAY = "this API on uvicorn", "mlflow models serve", "API Gateway -> Lambda"
 
 
@@ -73,7 +78,7 @@ def requests_for(requests: int, rows: int) -> int:
     return max(100, requests // max(1, rows // 10))
 
 
-# --------------------------------------------------------------------------- timing
+# --------------------------------------------------------------------------- in-process
 
 def off_running_loop(fn: Callable[[], Any]) -> Any:
     """Run `fn` here, or -- when this thread already runs an asyncio loop (a Playwright
@@ -102,29 +107,6 @@ def off_running_loop(fn: Callable[[], Any]) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def summarize(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
-
-
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 20) -> dict[str, float]:
-    """Wall-clock p50/p99 of `fn`, plus the thread's CPU time per call (`cpu_*`): on a
-    busy machine the wall p99 is mostly time spent waiting for a core, the CPU time is
-    the work itself."""
-    for _ in range(warmup):
-        fn()
-    samples, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.thread_time(), time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-        cpu.append(time.thread_time() - c0)
-    cpu_ms = np.asarray(cpu) * 1e3
-    return {**summarize(samples), "cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
-            "cpu_p99_ms": float(np.percentile(cpu_ms, 99))}
 
 
 def api_gateway_event(method: str, path: str, body: dict[str, Any] | None = None
@@ -184,168 +166,7 @@ def bench_in_process(store: Store, model: LoadedModel, rows: list[dict[str, Any]
     return out
 
 
-# --------------------------------------------------------------------------- load generator
-
-def loadgen(url: str, body: bytes, requests: int, concurrency: int, warmup: int,
-            timeout: float) -> dict[str, Any]:
-    """Run in the child process: `requests` POSTs of `body` from `concurrency` threads,
-    each with its own keep-alive connection, after `warmup` unmeasured ones.
-
-    The client is the standard library's `http.client`: it costs about a third of the
-    CPU per request that httpx does (measured), so the generator saturates later. Its own
-    CPU time is reported (`client_cpu_share`: CPU seconds per wall second, at most ~1
-    for one process): near 1, the generator, not the server, set the rate.
-    """
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    headers = {"content-type": "application/json"}
-    tickets = itertools.count()
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            # Headers and body go out in two writes: without this, Nagle's algorithm
-            # can hold the body back until the server's (delayed) ACK of the headers.
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def worker(limit: int, record: bool) -> None:
-        # Reconnects by itself after a close; a failed request drops the connection.
-        conn = Connection(parts.hostname or LOCALHOST, parts.port, timeout=timeout)
-        try:
-            while next(tickets) < limit:
-                t0 = time.perf_counter()
-                try:
-                    conn.request("POST", path, body, headers)
-                    response = conn.getresponse()
-                    response.read()
-                    ok, why = response.status == 200, f"HTTP {response.status}"
-                except (OSError, http.client.HTTPException) as err:
-                    ok, why = False, type(err).__name__
-                    conn.close()
-                elapsed = time.perf_counter() - t0
-                if record:
-                    with lock:
-                        (latencies.append(elapsed) if ok else errors.append(why))
-        finally:
-            conn.close()
-
-    def run(limit: int, record: bool) -> float:
-        nonlocal tickets
-        tickets = itertools.count()
-        threads = [threading.Thread(target=worker, args=(limit, record))
-                   for _ in range(concurrency)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return time.perf_counter() - t0
-
-    run(warmup, record=False)
-    cpu0 = time.process_time()
-    wall = run(requests, record=True)
-    cpu = time.process_time() - cpu0
-    return {"latencies": latencies, "errors": errors, "seconds": wall, "client_cpu": cpu,
-            "requests": requests, "concurrency": concurrency}
-
-
-def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary of several `run_loadgen` results for the same target."""
-    latencies = [x for r in runs for x in r["latencies"]]
-    errors = [e for r in runs for e in r["errors"]]
-    wall, requests = sum(r["seconds"] for r in runs), sum(r["requests"] for r in runs)
-    client_cpu = sum(r["client_cpu"] for r in runs)
-    stats = summarize(latencies) if latencies else {"n": 0}
-    merged = {**stats, "requests": requests, "concurrency": runs[0]["concurrency"],
-              "errors": len(errors), "error_samples": sorted(set(errors))[:3],
-              "seconds": wall, "rps": len(latencies) / wall if wall else 0.0,
-              "client_cpu_share": client_cpu / wall if wall else 0.0,
-              "client_cpu_us_per_request": client_cpu / requests * 1e6}
-    if all("server_cpu" in r for r in runs):
-        sent = sum(r["requests"] + r["warmup"] for r in runs)
-        merged["server_cpu_ms_per_request"] = sum(r["server_cpu"] for r in runs) / sent * 1e3
-    return merged
-
-
-def run_loadgen(url: str, body: dict[str, Any], requests: int, concurrency: int,
-                warmup: int | None = None, timeout: float = 60.0,
-                server_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
-    """The load generator in a second process, so it never shares a GIL with a server.
-    `server_cpu` (CPU seconds of the server so far) adds the server's CPU time per
-    request (warm-up included) -- what a request costs, whatever else the machine runs."""
-    warmup = warmup or max(100, 2 * concurrency)
-    job = {"url": url, "body": json.dumps(body), "requests": requests,
-           "concurrency": concurrency, "warmup": warmup, "timeout": timeout}
-    cpu0 = server_cpu() if server_cpu else 0.0
-    done = subprocess.run([sys.executable, "-m", "ctr_infra.bench_serve", "--loadgen"],
-                          input=json.dumps(job), capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
-    result = dict(json.loads(done.stdout))
-    result["warmup"] = warmup
-    if server_cpu:
-        result["server_cpu"] = server_cpu() - cpu0
-    return result
-
-
-Target = tuple[str, dict[str, Any], Callable[[], float] | None]   # url, body, server CPU
-
-
-def take_turns(targets: dict[str, Target], requests: dict[str, int], concurrency: int,
-               rounds: int) -> dict[str, dict[str, Any]]:
-    """Each target gets its requests in `rounds` slices, the targets taking turns (A B C,
-    C B A, A B C, ...), so a change in what else the machine runs during the benchmark
-    hits every target alike. Only the first slice of each target has a long warm-up."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-    for i in range(rounds):
-        for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
-            url, body, server_cpu = targets[name]
-            runs[name].append(run_loadgen(
-                url, body, max(1, requests[name] // rounds), concurrency,
-                warmup=None if i == 0 else 2 * concurrency, server_cpu=server_cpu))
-    return {name: merge_runs(r) for name, r in runs.items()}
-
-
-def process_group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) so far of the live processes in group `pgid` (/proc)."""
-    ticks, total = os.sysconf("SC_CLK_TCK"), 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue                      # the process ended meanwhile
-        if int(fields[2]) == pgid:        # fields 5 (pgrp), 14 (utime), 15 (stime)
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 # --------------------------------------------------------------------------- servers
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, alive: Callable[[], bool], timeout_s: float, what: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"{what} exited before it answered")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f}s")
-
 
 @contextlib.contextmanager
 def uvicorn_app(store: Store) -> Iterator[str]:
@@ -361,7 +182,7 @@ def uvicorn_app(store: Store) -> Iterator[str]:
     thread.start()
     base = f"http://{LOCALHOST}:{port}"
     try:
-        _wait_http(f"{base}/health", thread.is_alive, 30, "uvicorn")
+        wait_http(f"{base}/health", 30, thread.is_alive, "uvicorn")
         yield base
     finally:
         server.should_exit = True
@@ -385,7 +206,7 @@ def mlflow_models_serve(model_uri: str, tracking_uri: str, log_path: Path,
                                 start_new_session=True)
     base = f"http://{LOCALHOST}:{port}"
     try:
-        _wait_http(f"{base}/ping", lambda: proc.poll() is None, 180, "mlflow models serve")
+        wait_http(f"{base}/ping", 180, lambda: proc.poll() is None, "mlflow models serve")
         yield base, proc.pid
     except RuntimeError as err:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
@@ -533,6 +354,111 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- ctr bench
+
+def _invoke_predict(cloud: BenchCloud, event: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    resp = cloud.client("lambda").invoke(FunctionName=cloud.outputs["PredictFunctionName"],
+                                         Payload=json.dumps(event).encode())
+    seconds = time.perf_counter() - started
+    body = json.loads(resp["Payload"].read() or b"null")
+    if resp.get("FunctionError") or (body or {}).get("statusCode") != 200:
+        raise CloudError(f"predict invoke failed: {str(body)[:500]}")
+    return seconds
+
+
+def measure_cold_start(cloud: BenchCloud, plan: Plan, row: dict[str, Any]
+                       ) -> dict[str, Any]:
+    """`plan.cold_starts` times: change the predict function's configuration (a new
+    execution environment) and time the first invoke; then warm invokes as baseline."""
+    event = api_gateway_event("POST", "/predict", {"rows": [row]})
+    token = uuid.uuid4().hex[:8]
+    cold, warm = [], []
+    with function_env(cloud, "PredictFunction") as set_env:
+        for i in range(plan.cold_starts):
+            set_env(CTR_BENCH_COLD_START=f"{token}-{i}")
+            cold.append(_invoke_predict(cloud, event))
+        warm = [_invoke_predict(cloud, event) for _ in range(plan.warm_invokes)]
+    return {"cold_s": cold, "warm_s": warm}
+
+
+HTTP_SERVERS = {"this API on uvicorn": "uvicorn", "API Gateway -> Lambda": "api_gateway"}
+MLFLOW_SERVER = "mlflow models serve"
+
+
+def _latency_figures(fid: str, name: str, stats: dict[str, Any], base_name: str,
+                     base: dict[str, Any], note: str = "") -> list[Figure]:
+    return [figure(f"{fid}.p50_ms", f"{name} p50", stats["p50_ms"], "ms", better="lower",
+                   n=stats["n"], spread={"kind": "p50-p99", "low": stats["p50_ms"],
+                                         "high": stats["p99_ms"]},
+                   baseline=(base_name, base["p50_ms"]), note=note),
+            figure(f"{fid}.p99_ms", f"{name} p99", stats["p99_ms"], "ms", better="lower",
+                   n=stats["n"], baseline=(base_name, base["p99_ms"]))]
+
+
+def section(plan: Plan, cloud: BenchCloud, workdir: Path, echo: Echo,
+            prepare_model: bool) -> SectionResult:
+    """`prepare_model`: with no model served yet, run the pipeline once first (when the
+    pipeline section did not run; if it ran and failed, there is nothing to serve)."""
+    from ctr_infra.bench.pipeline import run_pipeline_once
+
+    if load_pointer(cloud.store) is None:
+        if not prepare_model:
+            raise CloudError("no model is served: the pipeline section did not produce one")
+        echo("    no model is served yet: one pipeline execution first (not reported)")
+        run_pipeline_once(cloud, plan, workdir, echo)
+    optional: dict[str, Any] = {k: v for k, v in (("http_rows", plan.serve_http_rows),
+                                                  ("rounds", plan.serve_rounds))
+                                if v is not None}
+    r = run(cloud.store, mlflow_uri=cloud.cfg.mlflow_uri,
+                        api_url=cloud.outputs["LocalApiUrl"], requests=plan.serve_requests,
+                        api_requests=plan.serve_api_requests,
+            concurrency=plan.serve_concurrency, workdir=workdir, echo=echo, **optional)
+    figures: list[Figure] = []
+    model_only = "model alone (encode + predict), in-process"
+    for size, stats in r["in_process"]["lambda"].items():
+        base = r["in_process"]["model"][size]
+        fid, name = f"serving.in_process.{size}_rows", f"in-process handler, {size} row(s):"
+        figures += _latency_figures(fid, name, stats, model_only, base,
+                                    note="Mangum + FastAPI + validation + model")
+        figures.append(figure(f"{fid}.rows_per_s", f"{name} throughput",
+                              size / (stats["mean_ms"] / 1e3), "rows/s", better="higher",
+                              n=stats["n"], baseline=(model_only,
+                                                      size / (base["mean_ms"] / 1e3))))
+    mlflow = r["http"].get(MLFLOW_SERVER, {})
+    for server, key in HTTP_SERVERS.items():
+        for size, stats in r["http"].get(server, {}).items():
+            base = mlflow.get(size)
+            if not stats.get("n") or not (base or {}).get("n"):
+                raise CloudError(f"HTTP load on {server} / {MLFLOW_SERVER} with {size} "
+                                 f"row(s) got no answer: {stats}, {base}")
+            fid = f"serving.http.{key}.{size}_rows"
+            name = f"{server}, {size} row(s), {stats['concurrency']} clients:"
+            errors = stats["errors"] + base["errors"]
+            diff = r.get("mlflow_max_abs_diff", {}).get(size)
+            note = (f"{stats['requests']} requests; mlflow is sent encoded features"
+                    + ("" if diff is None else f" (max |mlflow - ours| {diff:.1e})")
+                    + (f"; {errors} failed requests" if errors else ""))
+            figures += _latency_figures(fid, name, stats, MLFLOW_SERVER, base, note=note)
+            figures.append(figure(f"{fid}.rps", f"{name} throughput", stats["rps"], "req/s",
+                                  better="higher", n=stats["n"],
+                                  baseline=(MLFLOW_SERVER, base["rps"])))
+    rows = newest_rows(cloud.store, 1)
+    cold = measure_cold_start(cloud, plan, rows[0])
+    warm_p50 = statistics.median(cold["warm_s"])
+    figures.append(figure(
+        "serving.cold_start_s", "predict function cold start (to first answer)",
+        statistics.median(cold["cold_s"]), "s", better="lower", n=len(cold["cold_s"]),
+        spread=min_max(cold["cold_s"]) if len(cold["cold_s"]) > 1 else None,
+        baseline=(f"warm invoke (median of {len(cold['warm_s'])})", warm_p50),
+        note="Lambda Invoke after a configuration update: new process, imports, "
+             "bundle load, 1-row predict"))
+    echo(f"    cold start {figures[-1]['value']:.2f}s (min-max "
+         f"{min(cold['cold_s']):.2f}-{max(cold['cold_s']):.2f}s), warm invoke "
+         f"{warm_p50 * 1e3:.0f} ms")
+    return figures, {**r, "cold_start": cold}
+
+
 # --------------------------------------------------------------------------- offline setup
 
 @contextlib.contextmanager
@@ -570,7 +496,7 @@ def offline_world(workdir: Path, parts: int = 3, rows_per_part: int = 20_000,
 # --------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctr_infra.bench_serve",
+    parser = argparse.ArgumentParser(prog="python -m ctr_infra.bench.serve",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--offline", action="store_true",
                         help="build a model in memory/SQLite first (no local cloud needed)")
@@ -584,14 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="HTTP targets take turns in this many slices of the requests")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    if args.loadgen:        # child process of run_loadgen
-        job = json.loads(sys.stdin.read())
-        print(json.dumps(loadgen(job["url"], job["body"].encode(), job["requests"],
-                                 job["concurrency"], job["warmup"], job["timeout"])))
-        return 0
 
     options = {"requests": args.requests, "concurrency": args.concurrency,
                "api_requests": args.api_requests, "rounds": args.rounds}

@@ -1,7 +1,7 @@
-"""Training quality benchmark (issue 4): this project's trainer against the seed's
-recipe and against the two bounds that known-truth synthetic data makes available.
+"""Training quality benchmark: this project's trainer against the seed's recipe and
+against the two bounds that known-truth synthetic data makes available.
 
-    ctr model bench --rows 2000000          (or python -m ctr_infra.bench_train)
+    ctr model bench --rows 2000000          (or python -m ctr_infra.bench.train)
 
 On `rows` rows of one `ctr.synth` stream, the newest `holdout_share` is held out (rows
 are time-ordered, as in Criteo), and four predictors are scored on it:
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,8 @@ import xgboost as xgb
 from ctr import metrics, synth
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, LABEL
 from ctr.training import TrainParams, fit
+from ctr_infra.bench.plan import LAMBDA_MAX_MEMORY_MB, Echo, Plan
+from ctr_infra.bench.report import SectionResult, figure, markdown_table, timed
 
 SEED_PART_ROWS = 1_000_000      # the seed concatenated one frame per 1M-line chunk
 
@@ -40,9 +41,13 @@ SEED_PART_ROWS = 1_000_000      # the seed concatenated one frame per 1M-line ch
 def seed_recipe(train: pa.Table, holdout: pa.Table, nthread: int = 0
                 ) -> tuple[np.ndarray, float]:
     """The seed's train_model step, as written there; returns (holdout p, seconds)."""
+    (booster, x_holdout), seconds = timed(_seed_fit, train, holdout, nthread)
+    return booster.predict(xgb.DMatrix(x_holdout)).astype(np.float64), seconds
+
+
+def _seed_fit(train: pa.Table, holdout: pa.Table, nthread: int) -> tuple[xgb.Booster, Any]:
     import pandas as pd
 
-    started = time.perf_counter()
     frames = [train.slice(i, SEED_PART_ROWS).to_pandas()
               for i in range(0, train.num_rows, SEED_PART_ROWS)]
     frames.append(holdout.to_pandas())
@@ -56,8 +61,7 @@ def seed_recipe(train: pa.Table, holdout: pa.Table, nthread: int = 0
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 8, "eta": 0.15,
                          **({"nthread": nthread} if nthread > 0 else {})},
                         dtrain, num_boost_round=200)
-    seconds = time.perf_counter() - started
-    return booster.predict(xgb.DMatrix(x.iloc[n:])).astype(np.float64), seconds
+    return booster, x.iloc[n:]
 
 
 def _row(name: str, y: np.ndarray, p: np.ndarray, bayes: float, prior: float,
@@ -97,21 +101,45 @@ def run(rows: int = 2_000_000, holdout_share: float = 0.1, seed: int = 0,
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    lines = [f"{report['rows']:,} synthetic rows (seed {report['seed']}), newest "
-             f"{report['holdout_rows']:,} held out; XGBoost {report['xgboost']}, "
-             f"{report['nthread'] or 'all'} thread(s)",
-             "",
-             "| predictor | logloss | AUC | normalized gap | ECE | training s | rounds |",
-             "|---|---|---|---|---|---|---|"]
-    for r in report["results"]:
-        secs = "" if r["training_seconds"] is None else f"{r['training_seconds']:.1f}"
-        lines.append(f"| {r['predictor']} | {r['logloss']:.5f} | {r['auc']:.4f} | "
-                     f"{r['normalized_gap']:.3f} | {r['calibration_error']:.4f} | {secs} | "
-                     f"{r.get('rounds', '')} |")
-    lines.append("")
-    lines.append(f"this trainer is {report['speedup_vs_seed']:.1f}x faster than the seed "
-                 f"recipe")
-    return "\n".join(lines)
+    head = (f"{report['rows']:,} synthetic rows (seed {report['seed']}), newest "
+            f"{report['holdout_rows']:,} held out; XGBoost {report['xgboost']}, "
+            f"{report['nthread'] or 'all'} thread(s)")
+    rows = [(r["predictor"], f"{r['logloss']:.5f}", f"{r['auc']:.4f}",
+             f"{r['normalized_gap']:.3f}", f"{r['calibration_error']:.4f}",
+             "" if r["training_seconds"] is None else f"{r['training_seconds']:.1f}",
+             r.get("rounds", "")) for r in report["results"]]
+    table = markdown_table(("predictor", "logloss", "AUC", "normalized gap", "ECE",
+                            "training s", "rounds"), rows)
+    return "\n".join([head, "", *table, "", f"this trainer is "
+                      f"{report['speedup_vs_seed']:.1f}x faster than the seed recipe"])
+
+
+def section(plan: Plan, echo: Echo) -> SectionResult:
+    """The training figures of `ctr bench`."""
+    report = run(rows=plan.train_rows, nthread=plan.train_nthread)
+    echo(to_markdown(report))
+    ours, seed, bayes, prior = report["results"]
+    seed_name = "seed recipe (cat.codes, 200 rounds)"
+    bounds = (f"Bayes-optimal {bayes['logloss']:.5f}, constant prior {prior['logloss']:.5f}; "
+              f"normalized gap 0 = Bayes, 1 = prior")
+    rows = (f"{report['train_rows']:,} train / {report['holdout_rows']:,} holdout rows, "
+            f"{plan.train_nthread or 'all'} XGBoost thread(s) each; n=1")
+    figures = [
+        figure("training.seconds", "training time (encode + boost)", ours["training_seconds"],
+               "s", better="lower", baseline=(seed_name, seed["training_seconds"]),
+               note=f"{rows}; {ours['rounds']} rounds (early stopping)"),
+        figure("training.peak_rss_mb", "peak RSS of the bench process", ours["peak_rss_mb"],
+               "MB", better="lower", baseline=("Lambda maximum memory", LAMBDA_MAX_MEMORY_MB),
+               note="ru_maxrss so far, incl. the synthetic table"),
+        figure("training.holdout_logloss", "holdout logloss", ours["logloss"], "nats",
+               better="lower", baseline=(seed_name, seed["logloss"]), note=bounds),
+        figure("training.holdout_auc", "holdout AUC", ours["auc"], "AUC", better="higher",
+               baseline=(seed_name, seed["auc"])),
+        figure("training.normalized_gap", "normalized logloss gap", ours["normalized_gap"],
+               "gap", better="lower", baseline=(seed_name, seed["normalized_gap"]),
+               note=bounds),
+    ]
+    return figures, report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """`ctr bench [--quick] [--output DIR] [--only SECTION ...] [--existing-cloud]`: measure
-the whole system side by side (`ctr_infra.bench`) and write the results."""
+the whole system side by side (`ctr_infra.bench.runner`) and write the results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctr_infra import bench
+from ctr_infra.bench import report, runner
+from ctr_infra.bench.plan import FULL, QUICK
 from ctr_infra.localcloud import CloudConfig
 
 
@@ -17,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="small sizes and fewer repetitions (under 3 minutes; for checking "
                         "that the bench works, not for figures)")
-    p.add_argument("--output", type=Path, default=bench.DEFAULT_OUTPUT_DIR, metavar="DIR",
+    p.add_argument("--output", type=Path, default=runner.DEFAULT_OUTPUT_DIR, metavar="DIR",
                    help="directory for results.json, a timestamped copy and results.md "
                         "(default: .local/bench)")
-    p.add_argument("--only", nargs="+", choices=bench.SECTIONS, metavar="SECTION",
-                   help=f"run only these sections ({', '.join(bench.SECTIONS)})")
+    p.add_argument("--only", nargs="+", choices=runner.SECTIONS, metavar="SECTION",
+                   help=f"run only these sections ({', '.join(runner.SECTIONS)})")
     p.add_argument("--existing-cloud", action="store_true",
                    help="measure on the running local cloud (CTR_STATE_DIR, CTR_*_PORT, "
                         "CTR_STACK_NAME) instead of a private one; refused unless its "
@@ -30,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    plan = bench.QUICK if args.quick else bench.FULL
-    results = bench.run(plan, tuple(args.only or bench.SECTIONS),
+    plan = QUICK if args.quick else FULL
+    results = runner.run(plan, tuple(args.only or runner.SECTIONS),
                         existing=CloudConfig() if args.existing_cloud else None)
-    paths = bench.write(results, args.output)
+    paths = report.write(results, args.output)
     print()
-    print(bench.to_markdown(results))
+    print(report.to_markdown(results))
     print(f"\nwritten: {paths['json']} (copy {paths['copy'].name}), {paths['markdown']}")
     failed = [name for name, entry in results["sections"].items()
               if entry["status"] == "error"]

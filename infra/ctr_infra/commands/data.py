@@ -107,7 +107,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ctr_infra import bench_data
+    from ctr_infra.bench import data as bench_data
 
     store = resolve_store(args) if args.s3 else None
     results: dict[str, Any] = bench_data.run(chunk_lines=args.chunk_lines, chunks=args.chunks,

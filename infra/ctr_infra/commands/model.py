@@ -112,7 +112,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ctr_infra import bench_train
+    from ctr_infra.bench import train as bench_train
 
     results = bench_train.run(rows=args.rows, holdout_share=args.holdout_share, seed=args.seed,
                               nthread=args.nthread)

@@ -1,0 +1,50 @@
+"""How big and how often `ctr bench` measures: the full plan and the quick one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+# A section's progress output (print by default; tests pass a sink).
+Echo = Callable[[str], None]
+# The baseline of every peak-memory figure.
+LAMBDA_MAX_MEMORY_MB = 10_240.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and repetitions of one bench run."""
+
+    mode: str
+    data_chunk_lines: int = 200_000
+    data_chunks: int = 10
+    data_repeats: int = 3
+    train_rows: int = 2_000_000
+    # XGBoost threads, the same for both trainers (0 = all cores). One: on a shared
+    # 2-core machine all-core OpenMP was measured 8x slower (10,000 rows), which would
+    # make the figure measure the neighbours; the ratio to the seed is per core.
+    train_nthread: int = 1
+    pipeline_lines: int = 1_000_000
+    pipeline_timeout_s: float = 1800.0
+    serve_requests: int = 2000
+    serve_api_requests: int = 300
+    serve_concurrency: int = 4
+    # None: ctr_infra.bench.serve's own defaults (rows per HTTP request; load rounds)
+    serve_http_rows: tuple[int, ...] | None = None
+    serve_rounds: int | None = None
+    cold_starts: int = 5
+    warm_invokes: int = 30
+    # The isolated-import check of `python -m ctr_infra.sizes` (sufficiency, not size):
+    # 16 s on an idle machine, 4 minutes on a loaded one; off by default.
+    sizes_probe: bool = False
+    # Start a private cloud in the background while the offline sections run (saves its
+    # ~1 minute; their figures are then taken beside its start, so quick only).
+    start_cloud_early: bool = False
+
+
+FULL = Plan(mode="full")
+QUICK = replace(FULL, mode="quick", data_chunk_lines=2_000, data_repeats=2,
+                train_rows=10_000, pipeline_lines=20_000,
+                pipeline_timeout_s=600.0, serve_requests=200, serve_api_requests=40,
+                serve_http_rows=(1, 100), serve_rounds=1, cold_starts=2, warm_invokes=10,
+                start_cloud_early=True)
