@@ -465,13 +465,14 @@ def section(plan: Plan, cloud: BenchCloud, workdir: Path, echo: Echo,
 def offline_world(workdir: Path, parts: int = 3, rows_per_part: int = 20_000,
                   num_boost_round: int = 200) -> Iterator[tuple[Store, str]]:
     """Memory S3 + SQLite MLflow + synthetic parts, trained, promoted and exported by
-    the pipeline's own code (ctr.registry.train_and_register, ctr.bundle)."""
+    the pipeline's own code (ctr.registry.train_step, ctr.bundle)."""
     from dataclasses import replace
 
     from mlflow import MlflowClient
 
-    from ctr import registry, synth
+    from ctr import synth
     from ctr.bundle import publish_production
+    from ctr.registry.train_step import train_and_register
     from ctr.training import TrainParams
     from ctr_infra.memory_s3 import MemoryS3
 
@@ -484,10 +485,10 @@ def offline_world(workdir: Path, parts: int = 3, rows_per_part: int = 20_000,
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     client.create_experiment("criteo_ctr", artifact_location=(workdir / "artifacts").as_uri())
-    outcome = registry.train_and_register(
+    outcome = train_and_register(
         store, client, model_name="criteo_ctr_model", experiment_name="criteo_ctr",
         params=replace(TrainParams(), num_boost_round=num_boost_round))
-    if not outcome.get("promoted"):
+    if not outcome.promoted:
         raise RuntimeError(f"offline training did not promote a model: {outcome}")
     publish_production(client, store, "criteo_ctr_model")
     yield store, uri

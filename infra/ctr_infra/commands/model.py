@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ctr.registry import VersionSummary
 
 DEFAULT_MODEL_NAME = "criteo_ctr_model"
 
@@ -62,15 +65,15 @@ def client_for(args: argparse.Namespace) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def format_versions(versions: list[dict[str, Any]]) -> str:
+def format_versions(versions: list[VersionSummary]) -> str:
     header = ("version", "aliases", "status", "logloss", "auc", "data window", "reason")
     rows = [header]
     for v in versions:
-        m = v["metrics"]
-        rows.append((str(v["version"]), ",".join(v["aliases"]) or "-", v["status"] or "-",
+        m = v.metrics
+        rows.append((str(v.version), ",".join(v.aliases) or "-", v.status or "-",
                      f"{m['holdout_logloss']:.5f}" if "holdout_logloss" in m else "-",
                      f"{m['holdout_auc']:.4f}" if "holdout_auc" in m else "-",
-                     v["data_window"] or "-", (v["status_reason"] or "-")[:70]))
+                     v.data_window or "-", (v.status_reason or "-")[:70]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)
@@ -79,9 +82,9 @@ def format_versions(versions: list[dict[str, Any]]) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from ctr import registry
 
-    versions = registry.list_versions(client_for(args), args.model_name)
+    versions = registry.snapshot(client_for(args), args.model_name).versions
     if args.json:
-        print(json.dumps(versions, indent=2))
+        print(json.dumps([v.model_dump(mode="json") for v in versions], indent=2))
     elif not versions:
         print(f"{args.model_name}: no versions yet")
     else:
@@ -93,8 +96,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from ctr import registry
 
     out = registry.promote(client_for(args), args.model_name, args.version, reason=args.reason)
-    print(f"{out['status']}: production = v{out['production']}, previous = "
-          f"{'v' + str(out['previous']) if out['previous'] else '-'}"
+    print(f"{out.status}: production = v{out.production}, previous = "
+          f"{'v' + str(out.previous) if out.previous else '-'}"
           "\nserving follows at the next reload (`ctr reload`)")
     return 0
 
@@ -103,10 +106,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from ctr import registry
 
     out = registry.rollback(client_for(args), args.model_name, reason=args.reason)
-    if out["status"] == "unchanged":
-        print(f"unchanged: production = v{out['production']}; {out['reason']}")
+    if out.status == "unchanged":
+        print(f"unchanged: production = v{out.production}; {out.reason}")
         return 1
-    print(f"rolled back: production = v{out['production']} (was v{out['rolled_back']})"
+    print(f"rolled back: production = v{out.production} (was v{out.rolled_back})"
           "\nserving follows at the next reload (`ctr reload`)")
     return 0
 
