@@ -41,7 +41,8 @@ from ctr.errors import DomainError, NoModelError, NotFoundError
 from ctr.predictor import Predictor
 from ctr.schema import FEATURE_COLUMNS, LABEL
 from ctr.serving import schemas
-from ctr.serving.errors import BodyLimit, install_error_handlers
+from ctr.serving.body_limit import BodyLimit
+from ctr.serving.errors import install_error_handlers
 from ctr.storage import Store, make_s3_client
 
 log = logging.getLogger(__name__)
