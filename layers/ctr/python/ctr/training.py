@@ -44,12 +44,10 @@ from ctr.predictor import Predictor
 from ctr.schema import LABEL
 from ctr.storage import Store
 
-# Measured on 2M synthetic rows (1.8M training, `ctr_infra.bench_train`): the whole fit
-# takes 52 s on one thread of this project's 2-core dev machine (45 s on both), and the
-# process peaks at 2.2 GB. Both grow about linearly, so 4M training rows need ~5 GB
-# and ~2 min single-threaded, plus reading ~5 parts from S3 and MLflow logging: well
-# inside Lambda's 10,240 MB and 900 s. The margin is kept for real Criteo data (wider
-# vocabularies, more rounds) and for slower networks to the tracking server.
+# Fit time and peak memory grow about linearly with the rows; 4M training rows need
+# ~5 GB and ~2 min single-threaded (docs/measurements.md, "Training window sizing"):
+# well inside Lambda's 10,240 MB and 900 s, with margin for real Criteo data (wider
+# vocabularies, more rounds) and slower networks to the tracking server.
 DEFAULT_MAX_TRAIN_ROWS = 4_000_000
 SINGLE_PART_HOLDOUT_SHARE = 0.2
 CURVE_SAMPLE_ROWS = 100_000
@@ -60,10 +58,9 @@ class TrainParams:
     """Everything that decides the model; logged as MLflow params."""
 
     num_boost_round: int = 200
-    # Stop after 5 rounds without a holdout logloss gain of at least 2e-4 over the best.
-    # On 2M synthetic rows this stops at ~45 rounds (normalized gap 0.088) instead of
-    # ~90 rounds without min_delta (gap 0.080): half the boosting time for 1% of the
-    # distance between prior and Bayes-optimal.
+    # Stop after 5 rounds without a holdout logloss gain of at least 2e-4 over the best:
+    # about half the boosting time for 1% of the distance between prior and
+    # Bayes-optimal (docs/measurements.md, "Early stopping").
     early_stopping_rounds: int = 5
     early_stopping_min_delta: float = 2e-4
     max_depth: int = 8
