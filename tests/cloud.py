@@ -10,52 +10,33 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ctr.storage import Store
 from ctr_infra import localcloud
-from ctr_infra.commands.cloud import bring_up
-from ctr_infra.localcloud import CloudConfig
+from ctr_infra.commands.cloud import running_cloud
+from ctr_infra.localcloud import CloudConfig, Stack
+
+
+class _Client:
+    """`cloud.s3` etc.: the stack's cached boto3 client of one service."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __get__(self, cloud: Stack, owner: type | None = None) -> Any:
+        return cloud.client(self.service)
 
 
 @dataclass
-class Cloud:
-    cfg: CloudConfig
-    outputs: dict[str, str]
-    _clients: dict[str, Any] = field(default_factory=dict)
-
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = localcloud.boto3_client(self.cfg, service)
-        return self._clients[service]
-
-    @property
-    def s3(self) -> Any:
-        return self.client("s3")
-
-    @property
-    def lambda_client(self) -> Any:
-        return self.client("lambda")
-
-    @property
-    def sfn(self) -> Any:
-        return self.client("stepfunctions")
-
-    @property
-    def logs(self) -> Any:
-        return self.client("logs")
-
-    @property
-    def bucket(self) -> str:
-        return self.outputs["BucketName"]
-
-    @property
-    def store(self) -> Store:
-        return Store(self.s3, self.bucket)
+class Cloud(Stack):
+    s3 = _Client("s3")
+    lambda_client = _Client("lambda")
+    sfn = _Client("stepfunctions")
+    logs = _Client("logs")
 
     @property
     def api_url(self) -> str:
@@ -69,10 +50,6 @@ class Cloud:
     def state_machine_arn(self) -> str:
         return self.outputs["StateMachineArn"]
 
-    def function_name(self, logical: str) -> str:
-        """`ChunkFunction` -> the deployed function's physical name."""
-        return self.outputs[f"{logical}Name"]
-
     def invoke(self, logical: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """Synchronous invoke; raises AssertionError with the Lambda error on failure."""
         resp = self.lambda_client.invoke(FunctionName=self.function_name(logical),
@@ -85,24 +62,18 @@ class Cloud:
     def set_env(self, logical: str, **variables: str | None) -> None:
         """Merge variables into a deployed function's environment (None removes one)
         and wait until the update is live (new execution environments)."""
-        name = self.function_name(logical)
-        conf = self.lambda_client.get_function_configuration(FunctionName=name)
-        env = dict(conf.get("Environment", {}).get("Variables", {}))
+        env = self.function_env(logical)
         for key, value in variables.items():
             if value is None:
                 env.pop(key, None)
             else:
                 env[key] = str(value)
-        self.lambda_client.update_function_configuration(FunctionName=name,
-                                                         Environment={"Variables": env})
-        self.wait_for(f"{name} configuration update", lambda: self.lambda_client
-                      .get_function_configuration(FunctionName=name)
-                      .get("LastUpdateStatus") == "Successful", timeout_s=60)
+        self.set_function_env(logical, env, every_s=0.5)
 
     def reset_data(self) -> None:
         """Empty the bucket's data prefixes and the model registry, for a module that
         needs to start from nothing (the session shares one stack)."""
-        for prefix in ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/"):
+        for prefix in localcloud.DATA_PREFIXES:
             for key in list(self.store.list_keys(prefix)):
                 self.s3.delete_object(Bucket=self.bucket, Key=key)
         from mlflow.exceptions import MlflowException
@@ -149,18 +120,6 @@ class LambdaError(AssertionError):
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    state = Path(tmp_path_factory.mktemp("localcloud"))
-    cfg = CloudConfig(state_dir=state, localstack_port=localcloud.free_port(),
-                      mlflow_port=localcloud.free_port(), stack_name="ctr-test")
-    old_env = {k: os.environ.get(k) for k in localcloud.aws_env(cfg)}
-    os.environ.update(localcloud.aws_env(cfg))
-    try:
-        outputs = bring_up(cfg, schedule_on=False, quiet=True)
+    cfg = CloudConfig.on_free_ports(Path(tmp_path_factory.mktemp("localcloud")), "ctr-test")
+    with running_cloud(cfg) as outputs:
         yield Cloud(cfg=cfg, outputs=outputs)
-    finally:
-        localcloud.stop(cfg)
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -8,22 +8,22 @@ the Lambda worker processes below it). Nothing listens on anything but 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ctr.errors import ConfigError, DomainError
+from ctr_infra import net
+from ctr_infra.net import LOCALHOST
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOCALHOST = "127.0.0.1"
 REGION = "us-east-1"
 
 
@@ -74,6 +74,12 @@ class CloudConfig:
     def venv_bin(self, venv: str, exe: str) -> Path:
         return self.venvs_dir / venv / "bin" / exe
 
+    @classmethod
+    def on_free_ports(cls, state_dir: Path, stack_name: str) -> CloudConfig:
+        """A cloud of its own (tests, bench): `state_dir`, free loopback ports."""
+        return cls(state_dir=state_dir, localstack_port=net.free_port(),
+                   mlflow_port=net.free_port(), stack_name=stack_name)
+
 
 def aws_env(cfg: CloudConfig) -> dict[str, str]:
     """Environment for AWS clients talking to the emulator. The keys are the emulator's
@@ -86,7 +92,23 @@ def aws_env(cfg: CloudConfig) -> dict[str, str]:
     }
 
 
-def boto3_client(cfg: CloudConfig, service: str):
+@contextlib.contextmanager
+def aws_env_applied(cfg: CloudConfig) -> Iterator[None]:
+    """`aws_env(cfg)` in os.environ for the duration; the previous values afterwards."""
+    env = aws_env(cfg)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def boto3_client(cfg: CloudConfig, service: str) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -100,19 +122,7 @@ def boto3_client(cfg: CloudConfig, service: str):
     )
 
 
-# --- ports and processes ------------------------------------------------------
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((LOCALHOST, port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return int(s.getsockname()[1])
-
+# --- processes -----------------------------------------------------------------
 
 def _pid_file(cfg: CloudConfig, name: str) -> Path:
     return cfg.pids_dir / f"{name}.pid"
@@ -144,24 +154,21 @@ def _spawn(cfg: CloudConfig, name: str, argv: list[str], env: dict[str, str]) ->
     return proc.pid
 
 
-def _wait_http(url: str, timeout_s: float, pid: int, name: str, cfg: CloudConfig) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            # Always an http://127.0.0.1:<port>/ URL built from CloudConfig (loopback only).
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310  # nosec B310
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.3)
-    tail = _tail(cfg.logs_dir / f"{name}.log")
-    raise CloudError(f"{name} did not become ready at {url} within {timeout_s:.0f}s. "
-                     f"Last lines of {cfg.logs_dir / (name + '.log')}:\n{tail}")
+def _wait_ready(url: str, timeout_s: float, pid: int, name: str, cfg: CloudConfig) -> None:
+    try:
+        net.wait_http(url, timeout_s, alive=lambda: _alive(pid), what=name)
+    except net.NotReady:
+        tail = _tail(cfg.logs_dir / f"{name}.log")
+        raise CloudError(f"{name} did not become ready at {url} within {timeout_s:.0f}s. "
+                         f"Last lines of {cfg.logs_dir / (name + '.log')}:\n{tail}") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _tail(path: Path, n: int = 25) -> str:
@@ -172,7 +179,7 @@ def _tail(path: Path, n: int = 25) -> str:
 
 
 def _check_port(port: int, what: str, env_var: str) -> None:
-    if port_in_use(port):
+    if net.port_in_use(port):
         raise CloudError(f"port {port} on {LOCALHOST} is already in use by another process, "
                          f"so {what} cannot start there. Stop that process or choose another "
                          f"port with {env_var}=<port>.")
@@ -196,7 +203,7 @@ def _start(cfg: CloudConfig, name: str, health_url: str, timeout_s: float,
         _check_port(*port)
         argv, env = launch()
         pid = _spawn(cfg, name, argv, env)
-    _wait_http(health_url, timeout_s, pid, name, cfg)
+    _wait_ready(health_url, timeout_s, pid, name, cfg)
     return pid
 
 
@@ -307,3 +314,59 @@ def read_outputs(cfg: CloudConfig) -> dict[str, str]:
         return dict(json.loads((cfg.state_dir / "outputs.json").read_text()))
     except FileNotFoundError:
         return {}
+
+
+# --- a deployed stack ---------------------------------------------------------------
+
+# The bucket prefixes the pipeline writes (everything but MLflow's artifacts).
+DATA_PREFIXES = ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/")
+
+
+@dataclass
+class Stack:
+    """The stack deployed on a local cloud: its config, its outputs, and one boto3 client
+    per service (made on first use)."""
+
+    cfg: CloudConfig
+    outputs: dict[str, str]
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = boto3_client(self.cfg, service)
+        return self._clients[service]
+
+    @property
+    def bucket(self) -> str:
+        return self.outputs["BucketName"]
+
+    @property
+    def store(self) -> Any:
+        from ctr.storage import Store
+
+        return Store(self.client("s3"), self.bucket)
+
+    def function_name(self, logical: str) -> str:
+        """`ChunkFunction` -> the deployed function's physical name."""
+        return self.outputs[f"{logical}Name"]
+
+    def function_env(self, logical: str) -> dict[str, str]:
+        conf = self.client("lambda").get_function_configuration(
+            FunctionName=self.function_name(logical))
+        return dict(conf.get("Environment", {}).get("Variables", {}))
+
+    def set_function_env(self, logical: str, variables: dict[str, str],
+                         timeout_s: float = 60, every_s: float = 0.2) -> None:
+        """Replace a deployed function's environment and wait until the update is live
+        (LocalStack then starts new execution environments)."""
+        lam = self.client("lambda")
+        name = self.function_name(logical)
+        lam.update_function_configuration(FunctionName=name,
+                                          Environment={"Variables": variables})
+        deadline = time.monotonic() + timeout_s
+        while lam.get_function_configuration(FunctionName=name).get(
+                "LastUpdateStatus") != "Successful":
+            if time.monotonic() > deadline:
+                raise CloudError(f"{name}: configuration update not live after "
+                                 f"{timeout_s:.0f}s")
+            time.sleep(every_s)

@@ -34,7 +34,7 @@ import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from ctr import ingest, synth
-from ctr_infra.localcloud import free_port
+from ctr_infra.net import free_port
 
 # The local cloud is one session fixture shared with the integration tests.
 from tests.cloud import Cloud

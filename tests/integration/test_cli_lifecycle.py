@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ctr_infra import localcloud
+from ctr_infra.net import free_port
 
 CTR = str(Path(sys.executable).with_name("ctr"))
 
@@ -22,8 +22,8 @@ CTR = str(Path(sys.executable).with_name("ctr"))
 def env(tmp_path):
     e = dict(os.environ)
     e.update({"CTR_STATE_DIR": str(tmp_path / "state"),
-              "CTR_LOCALSTACK_PORT": str(localcloud.free_port()),
-              "CTR_MLFLOW_PORT": str(localcloud.free_port()),
+              "CTR_LOCALSTACK_PORT": str(free_port()),
+              "CTR_MLFLOW_PORT": str(free_port()),
               "CTR_STACK_NAME": "ctr-cli-test"})
     return e
 

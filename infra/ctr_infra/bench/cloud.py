@@ -14,42 +14,26 @@ cloud); the bench's data is left there.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ctr_infra import localcloud
 from ctr_infra.bench.plan import Echo
-from ctr_infra.localcloud import CloudConfig, CloudError
+from ctr_infra.localcloud import CloudConfig, CloudError, Stack
 
 BENCH_STACK = "ctr-bench"
-DATA_PREFIXES = ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/")
 
 
-@dataclass
-class BenchCloud:
-    cfg: CloudConfig
-    outputs: dict[str, str]
+@dataclass(kw_only=True)
+class BenchCloud(Stack):
     private: bool
     startup_s: float
-    _clients: dict[str, Any] = field(default_factory=dict)
     keep_state: bool = False        # a section failed: keep a private cloud's logs
-
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = localcloud.boto3_client(self.cfg, service)
-        return self._clients[service]
-
-    @property
-    def store(self) -> Any:
-        from ctr.storage import Store
-
-        return Store(self.client("s3"), self.outputs["BucketName"])
 
     def describe(self) -> dict[str, Any]:
         return {"private": self.private, "stack": self.cfg.stack_name,
@@ -58,47 +42,28 @@ class BenchCloud:
 
 
 @contextlib.contextmanager
-def _aws_env(cfg: CloudConfig) -> Iterator[None]:
-    """AWS_* pointing at this cloud for the duration (as the test session does)."""
-    env = localcloud.aws_env(cfg)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
 def private_cloud(echo: Echo) -> Iterator[BenchCloud]:
     """A fresh local cloud on free ports in a temp state dir, stopped by PID at the end.
     The state dir is removed afterwards, unless something failed (its path is printed)."""
-    from ctr_infra.commands.cloud import bring_up
+    from ctr_infra.commands.cloud import running_cloud
 
     state = Path(tempfile.mkdtemp(prefix="ctr-bench-cloud-"))
-    cfg = CloudConfig(state_dir=state, localstack_port=localcloud.free_port(),
-                      mlflow_port=localcloud.free_port(), stack_name=BENCH_STACK)
+    cfg = CloudConfig.on_free_ports(state, BENCH_STACK)
     failed = True
-    with _aws_env(cfg):
-        try:
-            echo(f"==> private local cloud on {cfg.endpoint_url} (state {state})")
-            t0 = time.monotonic()
-            outputs = bring_up(cfg, schedule_on=False, quiet=True)
+    try:
+        echo(f"==> private local cloud on {cfg.endpoint_url} (state {state})")
+        t0 = time.monotonic()
+        with running_cloud(cfg) as outputs:
             startup = time.monotonic() - t0
             echo(f"    ready after {startup:.1f}s")
-            cloud = BenchCloud(cfg, outputs, private=True, startup_s=startup)
+            cloud = BenchCloud(cfg=cfg, outputs=outputs, private=True, startup_s=startup)
             yield cloud
             failed = cloud.keep_state
-        finally:
-            localcloud.stop(cfg)
-            if failed:
-                echo(f"    kept the bench cloud's state and logs in {state}")
-            else:
-                shutil.rmtree(state, ignore_errors=True)
+    finally:
+        if failed:
+            echo(f"    kept the bench cloud's state and logs in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -127,10 +92,10 @@ def existing_cloud(cfg: CloudConfig) -> Iterator[BenchCloud]:
     if not outputs.get("BucketName") or not localcloud.running_pid(cfg, "localstack"):
         raise CloudError(f"no running local cloud in {cfg.state_dir} (`make up`, or run "
                          "without --existing-cloud to use a private one)")
-    with _aws_env(cfg):
-        cloud = BenchCloud(cfg, outputs, private=False, startup_s=0.0)
-        used = [p for p in DATA_PREFIXES if next(iter(cloud.store.list_keys(p)), None)]
-        model = _function_env(cloud, "TrainFunction").get("MODEL_NAME", "criteo_ctr_model")
+    with localcloud.aws_env_applied(cfg):
+        cloud = BenchCloud(cfg=cfg, outputs=outputs, private=False, startup_s=0.0)
+        used = [p for p in localcloud.DATA_PREFIXES if next(iter(cloud.store.list_keys(p)), None)]
+        model = cloud.function_env("TrainFunction").get("MODEL_NAME", "criteo_ctr_model")
         from mlflow import MlflowClient
 
         versions = MlflowClient(tracking_uri=cfg.mlflow_uri).search_model_versions(
@@ -144,39 +109,18 @@ def existing_cloud(cfg: CloudConfig) -> Iterator[BenchCloud]:
         yield cloud
 
 
-def _function_env(cloud: BenchCloud, logical: str) -> dict[str, str]:
-    conf = cloud.client("lambda").get_function_configuration(
-        FunctionName=cloud.outputs[f"{logical}Name"])
-    return dict(conf.get("Environment", {}).get("Variables", {}))
-
-
-def set_function_env(cloud: BenchCloud, logical: str, variables: dict[str, str],
-                     timeout_s: float = 60) -> None:
-    """Replace a deployed function's environment and wait until the update is live
-    (LocalStack then starts new execution environments)."""
-    lam = cloud.client("lambda")
-    name = cloud.outputs[f"{logical}Name"]
-    lam.update_function_configuration(FunctionName=name, Environment={"Variables": variables})
-    deadline = time.monotonic() + timeout_s
-    while lam.get_function_configuration(FunctionName=name).get(
-            "LastUpdateStatus") != "Successful":
-        if time.monotonic() > deadline:
-            raise CloudError(f"{name}: configuration update not live after {timeout_s:.0f}s")
-        time.sleep(0.2)
-
-
 @contextlib.contextmanager
 def function_env(cloud: BenchCloud, logical: str, **changes: str) -> Iterator[
         Callable[..., None]]:
     """Change variables of a function for a block, restoring the original environment
     afterwards; yields a setter for further changes inside the block."""
-    original = _function_env(cloud, logical)
+    original = cloud.function_env(logical)
 
     def apply(**more: str) -> None:
-        set_function_env(cloud, logical, {**original, **changes, **more})
+        cloud.set_function_env(logical, {**original, **changes, **more})
 
     apply()
     try:
         yield apply
     finally:
-        set_function_env(cloud, logical, original)
+        cloud.set_function_env(logical, original)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 
 from ctr_infra import localcloud
 from ctr_infra.localcloud import CloudConfig
@@ -66,6 +68,18 @@ def bring_up(cfg: CloudConfig, schedule_on: bool, quiet: bool = False) -> dict[s
     localcloud.write_outputs(cfg, outputs)
     say(f"    ready after {time.monotonic() - t0:.1f}s")
     return outputs
+
+
+@contextlib.contextmanager
+def running_cloud(cfg: CloudConfig) -> Iterator[dict[str, str]]:
+    """A local cloud for one session (tests, bench): AWS_* point at it while it runs,
+    the stack is deployed with the schedule off; yields the stack's outputs. At the end
+    exactly the processes it started are stopped (by PID) and AWS_* restored."""
+    with localcloud.aws_env_applied(cfg):
+        try:
+            yield bring_up(cfg, schedule_on=False, quiet=True)
+        finally:
+            localcloud.stop(cfg)
 
 
 def print_urls(outputs: dict[str, str]) -> None:
