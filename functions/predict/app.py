@@ -1,25 +1,22 @@
 """Predict function: the FastAPI app of `ctr.serving.app` behind API Gateway (Mangum).
 
 Settings (environment): BUCKET_NAME (required), MODEL_NAME, POINTER_TTL_SECONDS,
-MAX_ROWS, WEB_DIR (default: a `web/` directory next to this file or the repository's).
-The app is built at cold start, but reads S3 only on the first request.
+MAX_ROWS, MAX_BODY_BYTES, WEB_DIR (default: a `web/` directory next to this file or
+the repository's). The app is built at cold start, but reads S3 only on the first
+request. Every response is counted by status class (Http2xx, Http4xx, Http5xx).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from mangum import Mangum
 
+from ctr.function import observability
 from ctr.serving.app import ServingSettings, create_app
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics(namespace="CtrPipeline")
-copy_config_to_registered_loggers(source_logger=logger, include={"ctr"})
+logger, tracer, metrics = observability()
 
 settings = ServingSettings()  # type: ignore[call-arg]  # values come from the environment
 asgi = Mangum(create_app(settings), lifespan="off")
