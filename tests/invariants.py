@@ -77,12 +77,12 @@ def _consumed_source(store: Store) -> tuple[list[bytes], int]:
     raw_keys = sorted(k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/"))
     consumed: list[bytes] = []
     seen: set[str] = set()
-    for done in cursor["done"]:
-        consumed.append(_raw_bytes(store, done["raw_key"]))
-        seen.add(done["raw_key"])
+    for done in cursor.done:
+        consumed.append(_raw_bytes(store, done.raw_key))
+        seen.add(done.raw_key)
     unconsumed = 0
-    if cursor["source"] is not None:
-        key, offset = cursor["source"]["raw_key"], int(cursor["source"]["offset"])
+    if cursor.source is not None:
+        key, offset = cursor.source.raw_key, cursor.source.offset
         data = _raw_bytes(store, key)
         consumed.append(data[:offset])
         unconsumed += len(lines_of(data[offset:]))

@@ -1,7 +1,8 @@
 """Chunk function: cut the next CHUNK_LINES lines of raw/ into chunks/ (ctr.chunking).
 
-Event: anything (the state machine passes its input); an optional {"chunk_lines": N}
-overrides CHUNK_LINES for this run (tests use small chunks).
+Event: `ctr.steps.ChunkEvent` (the state machine passes its execution name; an optional
+{"chunk_lines": N} overrides CHUNK_LINES for this run, tests use small chunks). Result:
+`ChunkCut` or `ChunkExhausted`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from ctr.chunking import DEFAULT_CHUNK_LINES, cut_chunk
 from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.steps import ChunkCut, ChunkEvent, parse_event
 
 logger, tracer, metrics = observability()
 
@@ -29,17 +31,18 @@ store = bucket_store(settings)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
-    event = event if isinstance(event, dict) else {}
-    chunk_lines = int(event.get("chunk_lines") or settings.chunk_lines)
-    result = cut_chunk(store, chunk_lines, source_url=settings.source_url or None)
-    logger.info("chunk run", extra={"result": result})
-    if result["status"] == "chunked":
-        metrics.add_metric(name="LinesChunked", unit=MetricUnit.Count, value=result["lines"])
-        metrics.add_metric(name="BytesChunked", unit=MetricUnit.Bytes, value=result["bytes"])
-        metrics.add_metric(name="ChunkSeconds", unit=MetricUnit.Seconds, value=result["seconds"])
-        if result["bytes_per_second"]:
+    request = parse_event(ChunkEvent, event)
+    result = cut_chunk(store, request.chunk_lines or settings.chunk_lines,
+                       source_url=settings.source_url or None)
+    payload = result.to_payload()
+    logger.info("chunk run", extra={"result": payload})
+    if isinstance(result, ChunkCut):
+        metrics.add_metric(name="LinesChunked", unit=MetricUnit.Count, value=result.lines)
+        metrics.add_metric(name="BytesChunked", unit=MetricUnit.Bytes, value=result.bytes)
+        metrics.add_metric(name="ChunkSeconds", unit=MetricUnit.Seconds, value=result.seconds)
+        if result.bytes_per_second:
             metrics.add_metric(name="ChunkBytesPerSecond", unit=MetricUnit.BytesPerSecond,
-                               value=result["bytes_per_second"])
+                               value=result.bytes_per_second)
     else:
         metrics.add_metric(name="ChunkSourceExhausted", unit=MetricUnit.Count, value=1)
-    return result
+    return payload

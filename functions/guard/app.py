@@ -1,4 +1,8 @@
-"""Guard Lambda: acquire or release the pipeline lease (see ctr.guard)."""
+"""Guard Lambda: acquire or release the pipeline lease (ctr.guard).
+
+Event: `ctr.steps.GuardEvent`; result: `LeaseAcquired` / `LeaseBusy` (acquire) or
+`LeaseReleased` (release).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ctr import guard
-from ctr.errors import ValidationError
 from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.steps import GuardEvent, GuardResult, parse_event
 
 logger, tracer, metrics = observability()
 
@@ -25,17 +29,16 @@ store = bucket_store(settings)
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    action, holder = event.get("action"), event.get("holder")
-    if not holder or action not in ("acquire", "release"):
-        raise ValidationError("event needs action=acquire|release and holder",
-                              errors=[{"loc": ["action"], "msg": "acquire or release"}])
-    if action == "acquire":
-        ttl = float(event.get("ttl_seconds") or settings.lease_seconds)
-        result = guard.acquire(store, holder, ttl)
-        metrics.add_metric("LeaseAcquired" if result["acquired"] else "LeaseBusy",
+def lambda_handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, Any]:
+    request = parse_event(GuardEvent, event)
+    result: GuardResult
+    if request.action == "acquire":
+        result = guard.acquire(store, request.holder,
+                               request.ttl_seconds or settings.lease_seconds)
+        metrics.add_metric("LeaseAcquired" if result.acquired else "LeaseBusy",
                            MetricUnit.Count, 1)
     else:
-        result = guard.release(store, holder)
-    logger.info("lease", extra=result)
-    return result
+        result = guard.release(store, request.holder)
+    payload = result.to_payload()
+    logger.info("lease", extra=payload)
+    return payload

@@ -150,7 +150,7 @@ def test_concurrent_chunk_invocations_cut_each_line_once(cloud, tmp_path):
     reported = {r["chunk_index"] for r in results if r["status"] == "chunked"}
     assert reported == set(range(8))
     cursor, _ = chunking.load_cursor(cloud.store)
-    assert cursor["next_chunk"] == 8 and cursor["lines"] == 8 * 150
+    assert cursor.next_chunk == 8 and cursor.lines == 8 * 150
 
 
 def test_killed_between_chunk_write_and_cursor_update_then_retried(cloud, tmp_path):
@@ -167,7 +167,7 @@ def test_killed_between_chunk_write_and_cursor_update_then_retried(cloud, tmp_pa
     finally:
         cloud.set_env("ChunkFunction", CTR_FAULTS=None, CTR_FAULTS_DIR=None)
     assert cloud.store.exists(layout.chunk_key(1))
-    assert chunking.load_cursor(cloud.store)[0]["next_chunk"] == 1
+    assert chunking.load_cursor(cloud.store)[0].next_chunk == 1
     retry = cloud.invoke("ChunkFunction", {"chunk_lines": CHUNK})
     assert retry["chunk_index"] == 1 and retry["reused_existing_chunk"] is True
     _chunk_until_exhausted(cloud)

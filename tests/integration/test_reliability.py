@@ -244,7 +244,7 @@ def set_timeout(cloud, logical: str, seconds: int) -> int:
 def test_chunk_crash_after_write_before_cursor_move(pipeline, tmp_path):
     cloud = pipeline
     ingest(cloud, "01-chunk-crash")
-    before = chunking.load_cursor(cloud.store)[0]["next_chunk"]
+    before = chunking.load_cursor(cloud.store)[0].next_chunk
     arn, desc, _ = run_with_faults(cloud, "rel-chunk-crash", tmp_path, {
         "ChunkFunction": f"{chunking.FAULT_AFTER_WRITE}=crash*1"})
     # the crashed attempt wrote the chunk but not the cursor; the state machine retried
@@ -254,7 +254,7 @@ def test_chunk_crash_after_write_before_cursor_move(pipeline, tmp_path):
     out = json.loads(desc["output"])
     assert out["chunk"]["value"]["chunk_index"] == before
     assert out["chunk"]["value"]["reused_existing_chunk"] is True
-    assert chunking.load_cursor(cloud.store)[0]["next_chunk"] == before + 1
+    assert chunking.load_cursor(cloud.store)[0].next_chunk == before + 1
     check(cloud, "after the retried crash")
     expect_recovery(cloud, "rel-after-chunk-crash")
 
@@ -264,7 +264,7 @@ def test_chunk_crash_after_write_before_cursor_move(pipeline, tmp_path):
 def test_aggregate_crash_midway(pipeline, tmp_path):
     cloud = pipeline
     ingest(cloud, "02-aggregate-crash", chunks=2)
-    index = chunking.load_cursor(cloud.store)[0]["next_chunk"]
+    index = chunking.load_cursor(cloud.store)[0].next_chunk
     arn, desc, _ = run_with_faults(cloud, "rel-aggregate-crash", tmp_path, {
         "AggregateFunction": f"{aggregate.FAULT_BEFORE_PART}=crash*1"})
     # the crashed attempt left the rejects without the part; the retry converted it
@@ -281,7 +281,7 @@ def test_aggregate_crash_midway(pipeline, tmp_path):
 def test_function_timeout(pipeline, tmp_path):
     cloud = pipeline
     ingest(cloud, "03-timeout", chunks=2)
-    index = chunking.load_cursor(cloud.store)[0]["next_chunk"]
+    index = chunking.load_cursor(cloud.store)[0].next_chunk
     old = set_timeout(cloud, "AggregateFunction", 12)
     try:
         arn, desc, seconds = run_with_faults(cloud, "rel-timeout", tmp_path, {
@@ -429,7 +429,7 @@ def test_overlapping_executions_rounds(pipeline):
     rounds, per_round = 3, 4
     for r in range(rounds):
         ingest(cloud, f"06-overlap-{r}")
-        chunks_before = chunking.load_cursor(cloud.store)[0]["next_chunk"]
+        chunks_before = chunking.load_cursor(cloud.store)[0].next_chunk
         arns = start_together(cloud, [f"rel-overlap-{r}-{i}" for i in range(per_round)])
         descs = [cloud.wait_execution(a) for a in arns]
         starts = [d["startDate"].timestamp() for d in descs]
@@ -443,7 +443,7 @@ def test_overlapping_executions_rounds(pipeline):
         for o in skipped:
             assert "holds the pipeline lease" in o["lease"]["value"]["reason"]
         cut = [o for o in ran if o["chunk"]["value"]["status"] == "chunked"]
-        assert chunking.load_cursor(cloud.store)[0]["next_chunk"] == chunks_before + len(cut)
+        assert chunking.load_cursor(cloud.store)[0].next_chunk == chunks_before + len(cut)
         assert lease(cloud).get("holder") is None
         FIGURES["executions overlapped"] += per_round
         print(f"\nround {r}: {per_round} executions started within {spread:.2f}s, "
@@ -458,7 +458,7 @@ def test_lease_of_a_dead_holder_is_taken_over_after_expiry(pipeline):
     cloud = pipeline
     ttl = 15
     taken = guard.acquire(cloud.store, "rel-dead-holder", ttl_seconds=ttl)
-    assert taken["acquired"] is True
+    assert taken.acquired is True
     FIGURES["faults injected"] += 1
     expires_at = lease(cloud)["expires_at"]
 

@@ -13,6 +13,7 @@ import pytest
 from ctr import aggregate, chunking, criteo, layout, synth
 from ctr.errors import DataError, ValidationError
 from ctr.schema import PARQUET_SCHEMA
+from ctr.steps import AggregateEvent, parse_event
 from ctr.storage import Store
 from tests.fakes import FakeS3
 from tests.unit.test_criteo import CORPUS
@@ -41,7 +42,7 @@ def _source_with_bad_lines() -> bytes:
 def _store_with_chunks(data: bytes, chunk_lines: int) -> Store:
     store = Store(FakeS3(), "bucket")
     store.put("raw/test/source.txt", data)
-    while chunking.cut_chunk(store, chunk_lines)["status"] == "chunked":
+    while chunking.cut_chunk(store, chunk_lines).status == "chunked":
         pass
     return store
 
@@ -78,11 +79,11 @@ def test_every_line_ends_in_parquet_or_rejects_exactly_once() -> None:
     source = _source_lines(data)
     assert Counter(parquet) + Counter(r.text for _, r in rejects) == Counter(source)
     assert sorted(r.text for _, r in rejects) == sorted(BAD)
-    assert result["rows_in"] == len(source)
-    assert result["rows_out"] == len(parquet) == 900
-    assert result["rows_rejected"] == len(BAD)
-    assert result["converted"] == list(range(-(-len(source) // 200)))
-    assert result["failed"] == [] and result["skipped"] == []
+    assert result.rows_in == len(source)
+    assert result.rows_out == len(parquet) == 900
+    assert result.rows_rejected == len(BAD)
+    assert result.converted == list(range(-(-len(source) // 200)))
+    assert result.failed == [] and result.skipped == []
     # each reject names its line inside its chunk and why
     for index, reject in rejects:
         chunk_lines = store.get(layout.chunk_key(index)).body.split(b"\n")
@@ -93,23 +94,23 @@ def test_every_line_ends_in_parquet_or_rejects_exactly_once() -> None:
 def test_rerun_is_a_no_op() -> None:
     store = _store_with_chunks(b"\n".join(_valid(300)) + b"\n", 100)
     first = aggregate.aggregate(store)
-    assert first["converted"] == [0, 1, 2]
-    assert aggregate.plan(store) == []
+    assert first.converted == [0, 1, 2]
+    assert aggregate.plan(store).pending == []
     puts = store.s3.calls.count("put_object")
     again = aggregate.aggregate(store)
-    assert again["converted"] == [] and again["rows_in"] == 0
+    assert again.converted == [] and again.rows_in == 0
     explicit = aggregate.aggregate(store, [0, 1, 2])
-    assert explicit["skipped"] == [0, 1, 2]
+    assert explicit.skipped == [0, 1, 2]
     assert store.s3.calls.count("put_object") == puts
 
 
 def test_plan_lists_chunks_without_parts() -> None:
     store = _store_with_chunks(b"\n".join(_valid(500)) + b"\n", 100)
-    assert aggregate.plan(store) == [0, 1, 2, 3, 4]
+    assert aggregate.plan(store).pending == [0, 1, 2, 3, 4]
     aggregate.aggregate(store, [1, 3])
-    assert aggregate.plan(store) == [0, 2, 4]
+    assert aggregate.plan(store).pending == [0, 2, 4]
     aggregate.aggregate_chunk(store, 4)
-    assert aggregate.plan(store) == [0, 2]
+    assert aggregate.plan(store).pending == [0, 2]
 
 
 def test_crash_between_rejects_and_parquet_is_repaired_by_the_next_run(
@@ -126,7 +127,7 @@ def test_crash_between_rejects_and_parquet_is_repaired_by_the_next_run(
     assert store.exists(layout.rejects_key(0)) and not store.exists(layout.parquet_key(0))
     monkeypatch.setattr(aggregate, "parquet_bytes", real)
     result = aggregate.aggregate(store, max_reject_share=0.2)
-    assert result["converted"] == [0]
+    assert result.converted == [0]
     assert Counter(_parquet_lines(store)) + Counter(r.text for _, r in _rejects(store)) == \
         Counter(_source_lines(_source_with_bad_lines()))
 
@@ -142,12 +143,12 @@ def test_too_many_rejects_fails_that_chunk_only() -> None:
     assert "rejects/chunk_000001.txt" in caught.value.message
     assert not store.exists(layout.parquet_key(1))
     assert store.exists(layout.rejects_key(1))                   # kept for inspection
-    assert aggregate.plan(store) == [1]                          # still pending
+    assert aggregate.plan(store).pending == [1]                  # still pending
     summary = aggregate.aggregate(store, max_reject_share=0.1, raise_on_failure=False)
-    assert summary["failed"] == [1] and summary["converted"] == []
+    assert summary.failed == [1] and summary.converted == []
     with pytest.raises(DataError):
         aggregate.raise_for_failures(summary)
-    assert aggregate.aggregate(store, max_reject_share=0.5)["converted"] == [1]
+    assert aggregate.aggregate(store, max_reject_share=0.5).converted == [1]
 
 
 @pytest.mark.parametrize(("event", "expected"), [
@@ -158,19 +159,52 @@ def test_too_many_rejects_fails_that_chunk_only() -> None:
                 {"Key": "chunks/chunk_000011.txt", "Size": 10}],
       "BatchInput": {"x": 1}}, [3, 11]),
     ({"Key": "chunks/chunk_000007.txt", "Size": 5}, [7]),
+    ({"action": "aggregate", "key": "chunks/chunk_000005.txt"}, [5]),
 ])
-def test_indices_from_event(event: dict[str, Any], expected: list[int] | None) -> None:
-    assert aggregate.indices_from_event(event) == expected
+def test_the_event_names_its_chunks_in_any_of_five_shapes(
+        event: dict[str, Any], expected: list[int] | None) -> None:
+    assert parse_event(AggregateEvent, event).indices == expected
 
 
-def test_indices_from_a_bad_event() -> None:
-    with pytest.raises(ValidationError):
-        aggregate.indices_from_event({"Items": [{"Key": "chunks/chunk_x.txt"}]})
+@pytest.mark.parametrize("event", [
+    {"Items": [{"Key": "chunks/chunk_x.txt"}]},
+    {"Items": [{"Size": 3}]},
+    {"Items": "chunks/chunk_000001.txt"},
+    {"key": 3},
+    {"index": "three"},
+    {"indices": [1, None]},
+])
+def test_an_event_with_unreadable_chunks_is_a_validation_error(event: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_event(AggregateEvent, event)
+    assert caught.value.details["errors"]
 
 
 def test_distributed_map_batches_convert_their_items() -> None:
     store = _store_with_chunks(b"\n".join(_valid(400)) + b"\n", 100)
     keys = sorted(store.list_keys(layout.CHUNKS_PREFIX))
     batch = {"Items": [{"Key": k} for k in keys[:2]]}
-    assert aggregate.aggregate(store, aggregate.indices_from_event(batch))["converted"] == [0, 1]
-    assert aggregate.plan(store) == [2, 3]
+    indices = parse_event(AggregateEvent, batch).indices
+    assert aggregate.aggregate(store, indices).converted == [0, 1]
+    assert aggregate.plan(store).pending == [2, 3]
+
+
+def test_results_are_the_json_the_state_machine_and_tests_read() -> None:
+    good = _valid(200)
+    data = b"\n".join(good[:100]) + b"\n" + b"\n".join([b"garbage"] * 30) + b"\n" + \
+        b"\n".join(good[100:]) + b"\n"
+    store = _store_with_chunks(data, 100)                       # chunk 1 is 30% garbage
+    aggregate.aggregate(store, [0])
+    assert aggregate.plan(store).to_payload() == {"pending": [1, 2], "pending_count": 2}
+    payload = aggregate.aggregate(store, [0, 1, 2], max_reject_share=0.1,
+                                  raise_on_failure=False).to_payload()
+    assert set(payload) == {"converted", "skipped", "failed", "rows_in", "rows_out",
+                            "rows_rejected", "bytes", "seconds", "bytes_per_second", "chunks"}
+    assert (payload["converted"], payload["skipped"], payload["failed"]) == ([2], [0], [1])
+    skipped, failed, converted = payload["chunks"]
+    assert skipped == {"index": 0, "status": "skipped", "key": layout.parquet_key(0)}
+    parsed = {"index", "key", "rows_in", "rows_out", "rows_rejected", "reject_share", "bytes",
+              "careful_parse", "status", "seconds", "bytes_per_second"}
+    assert set(failed) == parsed | {"rejects_key", "reason"}
+    assert failed["rejects_key"] == layout.rejects_key(1) and failed["status"] == "failed"
+    assert set(converted) == parsed and converted["status"] == "converted"

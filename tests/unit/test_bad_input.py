@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from ctr import aggregate, chunking, criteo, ingest, layout, synth
 from ctr.errors import DataError
 from ctr.schema import FEATURE_COLUMNS, PARQUET_SCHEMA
+from ctr.steps import AggregateResult, ChunkCut
 from ctr.storage import Store
 from tests.fakes import FakeS3
 from tests.unit.serving_support import features_of, sample_table, tiny_predictor
@@ -68,8 +69,8 @@ def _block(lines: list[bytes], ending: bytes = b"\n", final: bool = True) -> byt
 class Outcome:
     data: bytes
     store: Store
-    chunked: list[dict[str, Any]]
-    summary: dict[str, Any]
+    chunked: list[ChunkCut]
+    summary: AggregateResult
 
     def chunks(self) -> list[bytes]:
         keys = sorted(self.store.list_keys(layout.CHUNKS_PREFIX))
@@ -103,7 +104,7 @@ def run_data_plane(tmp_path: Path, data: bytes, chunk_lines: int = 100,
     chunked = []
     for _ in range(10_000):
         result = chunking.cut_chunk(store, chunk_lines)
-        if result["status"] == "exhausted":
+        if result.status == "exhausted":
             break
         chunked.append(result)
     summary = aggregate.aggregate(store, max_reject_share=1.0)
@@ -125,13 +126,13 @@ def assert_accounted(out: Outcome, expected_rejects: list[tuple[bytes, str]]) ->
     """Nothing lost, nothing duplicated, every reject explained."""
     lines = source_lines(out.data)
     assert b"".join(out.chunks()) == out.data                     # chunking keeps every byte
-    assert sum(r["lines"] for r in out.chunked) == len(lines)
+    assert sum(r.lines for r in out.chunked) == len(lines)
     parquet, rejects = out.parquet_lines(), out.rejects()
     assert Counter(parquet) + Counter(r.text for _, r in rejects) == Counter(lines)
-    assert out.summary["rows_in"] == len(lines)
-    assert out.summary["rows_out"] == len(parquet)
-    assert out.summary["rows_rejected"] == len(rejects) == len(expected_rejects)
-    assert out.summary["failed"] == []
+    assert out.summary.rows_in == len(lines)
+    assert out.summary.rows_out == len(parquet)
+    assert out.summary.rows_rejected == len(rejects) == len(expected_rejects)
+    assert out.summary.failed == []
     assert sorted(r.text for _, r in rejects) == sorted(text for text, _ in expected_rejects)
     reason_of = {r.text: r.reason for _, r in rejects}
     for text, fragment in expected_rejects:
@@ -198,7 +199,7 @@ def test_each_bad_line_kind_is_quarantined_and_every_line_accounted(tmp_path, ca
     out = run_data_plane(tmp_path, _block(_mixed(bad)), chunk_lines=40)
 
     assert_accounted(out, bad)
-    assert out.summary["rows_out"] == 120
+    assert out.summary.rows_out == 120
 
 
 def test_crlf_file_keeps_every_valid_line_and_rejects_the_bad_ones(tmp_path):
@@ -227,17 +228,17 @@ def test_empty_file_is_consumed_without_chunks_or_rows(tmp_path):
     out = run_data_plane(tmp_path, b"")
 
     assert out.chunked == [] and out.chunks() == []
-    assert out.summary["rows_in"] == 0 and out.rejects() == []
+    assert out.summary.rows_in == 0 and out.rejects() == []
     cursor, _ = chunking.load_cursor(out.store)
-    assert [(d["raw_key"], d["lines"]) for d in cursor["done"]] == [("raw/corpus/train.txt", 0)]
-    assert chunking.cut_chunk(out.store, 100)["status"] == "exhausted"   # and it stays so
+    assert [(d.raw_key, d.lines) for d in cursor.done] == [("raw/corpus/train.txt", 0)]
+    assert chunking.cut_chunk(out.store, 100).status == "exhausted"   # and it stays so
 
 
 def test_only_blank_lines(tmp_path):
     out = run_data_plane(tmp_path, b"\n\r\n\n")
 
     assert_accounted(out, [(b"", "empty line")] * 3)
-    assert out.summary["rows_out"] == 0
+    assert out.summary.rows_out == 0
 
 
 @pytest.mark.parametrize("last_is_valid", [True, False])
@@ -263,10 +264,10 @@ def test_huge_file_in_many_chunks_loses_nothing(tmp_path):
 
     assert len(out.chunked) == -(-len(source_lines(data)) // 500) == 81
     assert_accounted(out, every_bad)
-    assert out.summary["rows_out"] == 40_000
+    assert out.summary.rows_out == 40_000
     # re-running is a no-op: nothing is converted or quarantined twice
     again = aggregate.aggregate(out.store, max_reject_share=1.0)
-    assert again["converted"] == [] and again["rows_in"] == 0
+    assert again.converted == [] and again.rows_in == 0
     assert len(out.rejects()) == len(every_bad)
 
 
@@ -278,7 +279,7 @@ def test_unusual_but_valid_integers_keep_their_value(tmp_path):
 
     out = run_data_plane(tmp_path, _block(lines))
 
-    assert out.summary["rows_out"] == len(lines) and out.rejects() == []
+    assert out.summary.rows_out == len(lines) and out.rejects() == []
     table = pq.read_table(pa.BufferReader(out.store.get(layout.parquet_key(0)).body))
     got = [table.column(f"I{1 + i}")[i].as_py() for i in range(len(values))]
     assert got == [7, -7, 0, 7, 2**63 - 1, -(2**63), 42]
@@ -289,7 +290,7 @@ def test_a_file_of_garbage_fails_its_chunk_with_a_clear_error_and_keeps_it(tmp_p
     data = _block([BLOB] * 30 + GOOD[:10])
     store = Store(FakeS3(), "bucket")
     store.put("raw/corpus/garbage.txt", data)
-    assert chunking.cut_chunk(store, 1000)["lines"] == 40
+    assert chunking.cut_chunk(store, 1000).lines == 40
 
     with pytest.raises(DataError) as caught:
         aggregate.aggregate(store)                           # default MaxRejectShare 5%

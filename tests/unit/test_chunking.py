@@ -12,6 +12,7 @@ import pytest
 
 from ctr import chunking, layout
 from ctr.errors import ConflictError, DataError, TransientError
+from ctr.steps import ChunkResult
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
 from tests.fakes import FakeS3
@@ -50,12 +51,12 @@ def _chunks(store: Store) -> list[bytes]:
     return [store.get(k).body for k in keys]
 
 
-def _run_until_exhausted(store: Store, chunk_lines: int, **kw: Any) -> list[dict[str, Any]]:
+def _run_until_exhausted(store: Store, chunk_lines: int, **kw: Any) -> list[ChunkResult]:
     results = []
     for _ in range(1000):
         result = chunking.cut_chunk(store, chunk_lines, **kw)
         results.append(result)
-        if result["status"] == "exhausted":
+        if result.status == "exhausted":
             return results
     raise AssertionError("never exhausted")
 
@@ -66,18 +67,21 @@ def test_chunks_cover_every_source_exactly_once_in_key_order() -> None:
     store.put("raw/src/b.txt", b)
     store.put("raw/src/a.txt.gz", gzip.compress(a))
     results = _run_until_exhausted(store, 100)
-    chunked = [r for r in results if r["status"] == "chunked"]
-    assert [r["lines"] for r in chunked] == [100, 100, 50, 40]    # no chunk spans two files
-    assert [r["chunk_index"] for r in chunked] == [0, 1, 2, 3]
+    chunked = [r for r in results if r.status == "chunked"]
+    assert [r.lines for r in chunked] == [100, 100, 50, 40]    # no chunk spans two files
+    assert [r.chunk_index for r in chunked] == [0, 1, 2, 3]
     assert b"".join(_chunks(store)) == a + b
-    assert chunked[0]["transcoded"]["from"] == "raw/src/a.txt.gz"
-    assert chunked[2]["source_finished"] and chunked[3]["source_finished"]
+    assert chunked[0].to_payload()["transcoded"] == {
+        "from": "raw/src/a.txt.gz", "to": "state/decompressed/raw/src/a.txt",
+        "seconds": chunked[0].transcoded.seconds}
+    assert chunked[2].source_finished and chunked[3].source_finished
     exhausted = results[-1]
-    assert exhausted == {"status": "exhausted", "next_chunk": 4, "lines_total": 290,
-                         "bytes_total": len(a) + len(b), "sources_done": 2, "cursor": None}
+    assert exhausted.to_payload() == {"status": "exhausted", "next_chunk": 4,
+                                      "lines_total": 290, "bytes_total": len(a) + len(b),
+                                      "sources_done": 2, "cursor": None}
     # nothing left: a further run is exhausted too and writes nothing
     writes = store.s3.calls.count("put_object")
-    assert chunking.cut_chunk(store, 100)["status"] == "exhausted"
+    assert chunking.cut_chunk(store, 100).status == "exhausted"
     assert store.s3.calls.count("put_object") == writes
 
 
@@ -87,7 +91,7 @@ def test_new_raw_files_are_picked_up_after_exhaustion() -> None:
     _run_until_exhausted(store, 100)
     store.put("raw/s/0-late.txt", _lines(5, start=50))             # sorts first, still new
     results = _run_until_exhausted(store, 100)
-    assert [r["lines"] for r in results[:-1]] == [5]
+    assert [r.lines for r in results[:-1]] == [5]
     assert b"".join(_chunks(store)) == _lines(10) + _lines(5, start=50)
 
 
@@ -100,7 +104,7 @@ def test_each_run_reads_about_one_chunk_wherever_the_cursor_is() -> None:
     for _ in range(10):
         before = s3.bytes_read
         result = chunking.cut_chunk(store, 2000)
-        reads.append((s3.bytes_read - before) / result["bytes"])
+        reads.append((s3.bytes_read - before) / result.bytes)
     # Beyond the chunk, a run reads the cursor JSON and the estimate's overshoot; the
     # first run's estimate is a default line length, later ones use the measured one.
     # The amount does not grow with the position in the file (the seed's did).
@@ -114,7 +118,7 @@ def test_lines_longer_than_estimated_are_read_in_a_second_range() -> None:
     long = b"".join(f"{i} {'y' * 3000}\n".encode() for i in range(100))
     store.put("raw/s/mixed.txt", short + long)
     results = _run_until_exhausted(store, 100)
-    assert [r["lines"] for r in results[:-1]] == [100, 100]
+    assert [r.lines for r in results[:-1]] == [100, 100]
     assert _chunks(store) == [short, long]
 
 
@@ -123,10 +127,45 @@ def test_last_line_without_newline_and_empty_source() -> None:
     store.put("raw/s/a-empty.txt", b"")
     store.put("raw/s/b.txt", b"one\ntwo\nthree")
     results = _run_until_exhausted(store, 2)
-    assert [r["lines"] for r in results[:-1]] == [2, 1]
+    assert [r.lines for r in results[:-1]] == [2, 1]
     assert _chunks(store) == [b"one\ntwo\n", b"three"]
     cursor, _ = chunking.load_cursor(store)
-    assert [d["raw_key"] for d in cursor["done"]] == ["raw/s/a-empty.txt", "raw/s/b.txt"]
+    assert [d.raw_key for d in cursor.done] == ["raw/s/a-empty.txt", "raw/s/b.txt"]
+
+
+def test_the_cursor_document_keeps_its_keys_and_an_older_one_is_resumed() -> None:
+    """state/chunk_cursor.json is read by whatever version runs next: the typed cursor
+    writes the keys the dict-built one wrote, and resumes from a document written by it."""
+    store = Store(FakeS3(), "bucket")
+    store.put("raw/s/a.txt", _lines(10))
+    store.put("raw/s/b.txt", _lines(30, start=10))
+    chunking.cut_chunk(store, 10)
+    chunking.cut_chunk(store, 10)
+    doc, _ = store.get_json(chunking.CURSOR_KEY)
+    assert set(doc) == {"format", "next_chunk", "lines", "bytes", "source", "done",
+                        "bytes_per_line", "updated_at"}
+    assert set(doc["source"]) == {"raw_key", "read_key", "etag", "size", "offset", "lines",
+                                  "first_chunk"}
+    assert doc["done"] == [{"raw_key": "raw/s/a.txt", "lines": 10, "bytes": len(_lines(10)),
+                            "first_chunk": 0, "end_chunk": 1}]
+    assert (doc["source"]["offset"], doc["next_chunk"]) == (len(_lines(10, start=10)), 2)
+
+    # the same position as the older code wrote it (plain dict, same keys)
+    older = Store(FakeS3(), "bucket")
+    older.put("raw/s/a.txt", _lines(10))
+    older.put("raw/s/b.txt", _lines(30, start=10))
+    older.put(layout.chunk_key(0), _lines(10))
+    older.put(layout.chunk_key(1), _lines(10, start=10))
+    etag = older.head("raw/s/b.txt")["ETag"]
+    older.put_json_if_match(chunking.CURSOR_KEY, {
+        "format": 1, "next_chunk": 2, "lines": 20, "bytes": 2 * len(_lines(10)),
+        "source": {"raw_key": "raw/s/b.txt", "read_key": "raw/s/b.txt", "etag": etag,
+                   "size": len(_lines(30)), "offset": len(_lines(10)), "lines": 10,
+                   "first_chunk": 1},
+        "done": doc["done"], "bytes_per_line": 14.0, "updated_at": "2026-01-01T00:00:00+00:00",
+    }, None)
+    assert [r.lines for r in _run_until_exhausted(older, 10)[:-1]] == [10, 10]
+    assert b"".join(_chunks(older)) == _lines(40)
 
 
 @pytest.fixture
@@ -149,9 +188,9 @@ def test_crash_between_chunk_write_and_cursor_update_then_retry(
     with pytest.raises(RuntimeError, match=r"injected fault at chunk\.after_write"):
         chunking.cut_chunk(store, 100)
     assert store.exists(layout.chunk_key(1))
-    assert chunking.load_cursor(store)[0]["next_chunk"] == 1      # cursor not moved
+    assert chunking.load_cursor(store)[0].next_chunk == 1      # cursor not moved
     retry = chunking.cut_chunk(store, 100)
-    assert retry["chunk_index"] == 1 and retry["reused_existing_chunk"]
+    assert retry.chunk_index == 1 and retry.reused_existing_chunk
     _run_until_exhausted(store, 100)
     assert b"".join(_chunks(store)) == data                        # no duplicate, no gap
 
@@ -185,7 +224,7 @@ def test_transient_read_error_fails_the_run_without_side_effects() -> None:
     store.s3.fail_next.append(("get_object", "SlowDown"))           # the cursor read
     with pytest.raises(TransientError):
         chunking.cut_chunk(store, 100)
-    assert chunking.load_cursor(store)[0]["next_chunk"] == 1
+    assert chunking.load_cursor(store)[0].next_chunk == 1
     _run_until_exhausted(store, 100)
     assert b"".join(_chunks(store)) == _lines(200)
 
@@ -198,7 +237,7 @@ def test_retry_with_another_chunk_size_adopts_the_written_chunk(
     with pytest.raises(RuntimeError, match="injected fault"):
         chunking.cut_chunk(store, 120)
     retry = chunking.cut_chunk(store, 50)
-    assert retry["reused_existing_chunk"] and retry["lines"] == 120
+    assert retry.reused_existing_chunk and retry.lines == 120
     _run_until_exhausted(store, 50)
     assert b"".join(_chunks(store)) == _lines(300)
 
@@ -228,7 +267,7 @@ def test_a_run_that_loses_the_cursor_race_cuts_the_next_chunk() -> None:
     chunking.cut_chunk(store, 100)
     real = store.put_json_if_match
     interleaved = {"done": False}
-    b_results: list[dict[str, Any]] = []
+    b_results: list[ChunkResult] = []
 
     def put_with_interleaving(key: str, doc: dict[str, Any], etag: str | None) -> str:
         if not interleaved["done"]:
@@ -238,8 +277,8 @@ def test_a_run_that_loses_the_cursor_race_cuts_the_next_chunk() -> None:
 
     store.put_json_if_match = put_with_interleaving  # type: ignore[method-assign]
     a_result = chunking.cut_chunk(store, 100)
-    assert b_results[0]["chunk_index"] == 1 and b_results[0]["reused_existing_chunk"]
-    assert a_result["chunk_index"] == 2 and not a_result["reused_existing_chunk"]
+    assert b_results[0].chunk_index == 1 and b_results[0].reused_existing_chunk
+    assert a_result.chunk_index == 2 and not a_result.reused_existing_chunk
     store.put_json_if_match = real  # type: ignore[method-assign]
     _run_until_exhausted(store, 100)
     assert b"".join(_chunks(store)) == _lines(400)
@@ -250,7 +289,7 @@ def test_concurrent_chunkers_produce_each_line_exactly_once() -> None:
     data = _lines(3000, width=10)
     store.put("raw/s/a.txt", data[: len(data) // 2])
     store.put("raw/s/b.txt.gz", gzip.compress(data[len(data) // 2:]))
-    results: list[dict[str, Any]] = []
+    results: list[ChunkResult] = []
     errors: list[BaseException] = []
 
     def worker() -> None:
@@ -258,7 +297,7 @@ def test_concurrent_chunkers_produce_each_line_exactly_once() -> None:
             for _ in range(200):
                 result = chunking.cut_chunk(store, 97)
                 results.append(result)
-                if result["status"] == "exhausted":
+                if result.status == "exhausted":
                     return
         except BaseException as err:  # surfaced below
             errors.append(err)
@@ -270,7 +309,7 @@ def test_concurrent_chunkers_produce_each_line_exactly_once() -> None:
         thread.join()
     assert errors == []
     assert b"".join(_chunks(store)) == data
-    indices = [r["chunk_index"] for r in results if r["status"] == "chunked"]
+    indices = [r.chunk_index for r in results if r.status == "chunked"]
     # each index is reported by at most two runs (the writer and, after a lost race, an
     # adopter), and every index is reported at least once
     assert set(indices) == set(range(len(_chunks(store))))
@@ -299,7 +338,7 @@ def test_source_url_is_fetched_only_when_raw_is_empty() -> None:
 
     first = chunking.cut_chunk(store, 20, source_url="https://example.org/train.txt",
                                fetch=fake_fetch)
-    assert first["downloaded"]["key"] == "raw/example.org/train.txt"
+    assert first.downloaded.key == "raw/example.org/train.txt"
     _run_until_exhausted(store, 20, source_url="https://example.org/train.txt", fetch=fake_fetch)
     assert fetched == ["https://example.org/train.txt"]
     assert b"".join(_chunks(store)) == _lines(30)
@@ -307,7 +346,7 @@ def test_source_url_is_fetched_only_when_raw_is_empty() -> None:
 
 def test_without_data_or_url_the_run_is_exhausted() -> None:
     store = Store(FakeS3(), "bucket")
-    assert chunking.cut_chunk(store, 10)["status"] == "exhausted"
+    assert chunking.cut_chunk(store, 10).status == "exhausted"
     with pytest.raises(ValueError, match="chunk_lines"):
         chunking.cut_chunk(store, 0)
 

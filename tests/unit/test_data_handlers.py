@@ -1,50 +1,34 @@
-"""The chunk and aggregate Lambda handlers: event parsing, overrides, metrics, faults."""
+"""The guard, chunk and aggregate Lambda handlers: event parsing, overrides, metrics,
+faults, and a clear ValidationError for a malformed event."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
-from pytest_socket import disable_socket, enable_socket
 
 from ctr import chunking, layout
-from ctr.errors import DataError
+from ctr.errors import DataError, ValidationError
 from ctr.storage import Store
 from tests.fakes import FakeS3
+from tests.unit.conftest import FakeLambdaContext
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Context:
-    function_name: str = "test-fn"
-    memory_limit_in_mb: int = 128
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:test-fn"
-    aws_request_id: str = "req-1"
+Loaded = tuple[ModuleType, Store]
 
 
-def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, Store]:
-    monkeypatch.setenv("BUCKET_NAME", "bucket")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    # Powertools' Tracer imports the X-Ray SDK, which creates (and never uses, with
-    # tracing disabled) a UDP socket at import time.
-    enable_socket()
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        disable_socket(allow_unix_socket=True)
-    store = Store(FakeS3(), "bucket")
-    monkeypatch.setattr(module, "store", store)
-    return module, store
+@pytest.fixture
+def handler(load_handler: Callable[..., ModuleType], monkeypatch: pytest.MonkeyPatch
+            ) -> Callable[..., Loaded]:
+    """handler(name, **env): the function's module, its bucket an empty in-memory S3."""
+    def load(name: str, **env: str) -> Loaded:
+        module = load_handler(name, monkeypatch, **env)
+        store = Store(FakeS3(), "bucket")
+        monkeypatch.setattr(module, "store", store)
+        return module, store
+    return load
 
 
 def _metrics(output: str) -> dict[str, float]:
@@ -60,48 +44,97 @@ def _metrics(output: str) -> dict[str, float]:
 
 
 def test_chunk_handler_uses_the_event_override_and_reports_metrics(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    app, store = _load("chunk", monkeypatch)
+        handler: Callable[..., Loaded], lambda_context: FakeLambdaContext,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    app, store = handler("chunk")
     store.put("raw/s/a.txt", b"".join(f"{i}\n".encode() for i in range(25)))
-    result = app.lambda_handler({"chunk_lines": 10, "detail-type": "Scheduled Event"}, Context())
+    result = app.lambda_handler({"chunk_lines": 10, "detail-type": "Scheduled Event"},
+                                lambda_context)
     assert result["status"] == "chunked" and result["lines"] == 10
     metrics = _metrics(capsys.readouterr().out)
     assert metrics["LinesChunked"] == 10 and metrics["BytesChunked"] == result["bytes"]
     assert app.settings.chunk_lines == chunking.DEFAULT_CHUNK_LINES
-    results = [app.lambda_handler({"chunk_lines": 10}, Context()) for _ in range(3)]
+    results = [app.lambda_handler({"chunk_lines": 10}, lambda_context) for _ in range(3)]
     assert [r["status"] for r in results] == ["chunked", "chunked", "exhausted"]
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics")   # the faulted run adds none
-def test_chunk_fault_point_is_off_unless_configured(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
-    app, store = _load("chunk", monkeypatch)
+def test_chunk_fault_point_is_off_unless_configured(
+        handler: Callable[..., Loaded], lambda_context: FakeLambdaContext,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    app, store = handler("chunk")
     store.put("raw/s/a.txt", b"a\nb\nc\n")
     monkeypatch.delenv("CTR_FAULTS", raising=False)
-    assert app.lambda_handler({"chunk_lines": 1}, Context())["status"] == "chunked"
+    assert app.lambda_handler({"chunk_lines": 1}, lambda_context)["status"] == "chunked"
     monkeypatch.setenv("CTR_FAULTS", "chunk.after_write=Killed*1")
     monkeypatch.setenv("CTR_FAULTS_DIR", str(tmp_path))
     with pytest.raises(RuntimeError, match=r"injected fault at chunk\.after_write"):
-        app.lambda_handler({"chunk_lines": 1}, Context())
-    retry = app.lambda_handler({"chunk_lines": 1}, Context())
+        app.lambda_handler({"chunk_lines": 1}, lambda_context)
+    retry = app.lambda_handler({"chunk_lines": 1}, lambda_context)
     assert retry["reused_existing_chunk"] is True and retry["chunk_index"] == 1
 
 
 def test_aggregate_handler_plan_convert_and_failure(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    app, store = _load("aggregate", monkeypatch)
+        handler: Callable[..., Loaded], lambda_context: FakeLambdaContext,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    app, store = handler("aggregate")
     good = b"0" + b"\t" * 39 + b"\n"
     store.put(layout.chunk_key(0), good * 10)
     store.put(layout.chunk_key(1), good * 5 + b"junk\n" * 5)
-    assert app.lambda_handler({"action": "plan"}, Context()) == {"pending": [0, 1],
+    assert app.lambda_handler({"action": "plan"}, lambda_context) == {"pending": [0, 1],
                                                                  "pending_count": 2}
-    result = app.lambda_handler({"action": "aggregate", "key": layout.chunk_key(0)}, Context())
+    result = app.lambda_handler({"action": "aggregate", "key": layout.chunk_key(0)}, lambda_context)
     assert result["converted"] == [0] and result["rows_out"] == 10
     capsys.readouterr()
     with pytest.raises(DataError):
-        app.lambda_handler({"action": "aggregate"}, Context())
+        app.lambda_handler({"action": "aggregate"}, lambda_context)
     metrics = _metrics(capsys.readouterr().out)
     assert metrics["RowsRejected"] == 0                     # failed chunks are not counted
-    ok = app.lambda_handler({"max_reject_share": 0.6}, Context())
+    ok = app.lambda_handler({"max_reject_share": 0.6}, lambda_context)
     assert ok["converted"] == [1] and ok["rows_rejected"] == 5
     assert _metrics(capsys.readouterr().out)["RowsRejected"] == 5
+
+
+def test_guard_handler_acquires_reports_busy_and_releases(
+        handler: Callable[..., Loaded], lambda_context: FakeLambdaContext,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    app, _ = handler("guard", LEASE_SECONDS="120")
+    taken = app.lambda_handler({"action": "acquire", "holder": "exec-a"}, lambda_context)
+    assert (taken["acquired"], taken["holder"], taken["generation"]) == (True, "exec-a", 1)
+    assert _metrics(capsys.readouterr().out) == {"LeaseAcquired": 1}
+    busy = app.lambda_handler({"action": "acquire", "holder": "exec-b",
+                               "ttl_seconds": 5}, lambda_context)
+    assert set(busy) == {"acquired", "holder", "expires_at", "reason"}
+    assert (busy["acquired"], busy["holder"]) == (False, "exec-a")
+    assert _metrics(capsys.readouterr().out) == {"LeaseBusy": 1}
+    with pytest.warns(UserWarning, match="No application metrics"):   # release adds none
+        released = app.lambda_handler({"action": "release", "holder": "exec-a"},
+                                      lambda_context)
+    assert released == {"released": True, "reason": "released"}
+
+
+@pytest.mark.parametrize(("name", "event", "field"), [
+    ("guard", {"holder": "exec-a"}, "action"),
+    ("guard", {"action": "acquire"}, "holder"),
+    ("guard", {"action": "acquire", "holder": ""}, "holder"),
+    ("guard", {"action": "steal", "holder": "exec-a"}, "action"),
+    ("guard", {"action": "acquire", "holder": "exec-a", "ttl_seconds": "soon"}, "ttl_seconds"),
+    ("chunk", {"chunk_lines": "many"}, "chunk_lines"),
+    ("chunk", ["not", "an", "object"], None),
+    ("aggregate", {"action": "convert"}, "action"),
+    ("aggregate", {"indices": ["x"]}, "indices"),
+    ("aggregate", {"max_reject_share": "high"}, "max_reject_share"),
+    ("aggregate", {"Items": [{"Size": 3}]}, None),
+])
+@pytest.mark.filterwarnings("ignore:No application metrics")   # the failed run adds none
+def test_a_malformed_event_is_a_validation_error_naming_the_field(
+        handler: Callable[..., Loaded], lambda_context: FakeLambdaContext,
+        name: str, event: Any, field: str | None) -> None:
+    app, store = handler(name)
+    with pytest.raises(ValidationError) as caught:
+        app.lambda_handler(event, lambda_context)
+    errors = caught.value.details["errors"]
+    assert errors and all(e["msg"] for e in errors)
+    if field is not None:
+        assert field in [e["loc"][0] for e in errors if e["loc"]]
+    assert store.s3.calls == []                         # rejected before touching S3

@@ -65,6 +65,6 @@ def test_aggregate_before_part_fires_between_the_rejects_and_the_part(monkeypatc
         aggregate.aggregate(store)
     assert store.exists(layout.rejects_key(0)) and not store.exists(layout.parquet_key(0))
     assert account(store, allow_pending=True).pending_chunks == (0,)
-    assert aggregate.aggregate(store)["converted"] == [0]   # the re-run finishes it
+    assert aggregate.aggregate(store).converted == [0]   # the re-run finishes it
     done = account(store, complete=True)
     assert done.ok and (done.parquet_rows, done.rejected_lines) == (300, 6)

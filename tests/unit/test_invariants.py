@@ -21,7 +21,7 @@ CHUNK = 120
 def _pipeline(data: bytes, name: str = "raw/it/a.txt") -> Store:
     store = Store(FakeS3(), "bucket")
     store.put(name, data)
-    while chunking.cut_chunk(store, CHUNK)["status"] == "chunked":
+    while chunking.cut_chunk(store, CHUNK).status == "chunked":
         pass
     aggregate.aggregate(store)
     return store

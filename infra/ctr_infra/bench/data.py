@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 
 from ctr import aggregate, chunking, criteo, ingest, layout, synth
 from ctr.schema import ALL_COLUMNS, PARQUET_SCHEMA
+from ctr.steps import AggregateResult
 from ctr.storage import Store
 from ctr_infra.bench.plan import Echo, Plan
 from ctr_infra.bench.report import (
@@ -111,10 +112,10 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         chunk_bytes: list[int] = []
         while True:
             result, seconds = timed(chunking.cut_chunk, store, chunk_lines)
-            if result["status"] == "exhausted":
+            if result.status == "exhausted":
                 break
             times.append(seconds)
-            chunk_bytes.append(result["bytes"])
+            chunk_bytes.append(result.bytes)
         results["chunk"] = {"runs": len(times), "seconds": sum(times),
                             "mb_per_s": rate(sum(chunk_bytes) / MB, sum(times)),
                             "lines_per_s": rate(rows, sum(times)),
@@ -145,7 +146,7 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         # least.
         timings: dict[str, list[float]] = {k: [] for k in ("typed", "default", "ours", "agg")}
         cpu: dict[str, list[float]] = {"typed": [], "agg": []}
-        summary: dict[str, Any] = {}
+        summary: AggregateResult | None = None
         for _ in range(repeats):
             for prefix in (layout.PARQUET_PREFIX, layout.REJECTS_PREFIX):
                 for key in list(store.list_keys(prefix)):
@@ -171,10 +172,11 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
                                              "lines_per_s": rate(rows, default_s)}
         results["parse_ctr_criteo"] = {"seconds": ours_s, "mb_per_s": rate(size / MB, ours_s),
                                        "lines_per_s": rate(rows, ours_s)}
+        assert summary is not None                       # repeats >= 1
         results["aggregate"] = {"seconds": agg_s, "mb_per_s": rate(size / MB, agg_s),
                                 "lines_per_s": rate(rows, agg_s),
-                                "rows_out": summary["rows_out"],
-                                "rows_rejected": summary["rows_rejected"],
+                                "rows_out": summary.rows_out,
+                                "rows_rejected": summary.rows_rejected,
                                 "share_of_read_csv": parse_s / agg_s,
                                 "share_of_read_csv_cpu": min(cpu["typed"]) / min(cpu["agg"]),
                                 "timings_s": {k: [round(t, 3) for t in v]
@@ -195,9 +197,9 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         results["gzip"] = {"gz_mb": gz_path.stat().st_size / MB, "gzip_1_s": gzip_s,
                            "gzip_dc_s": gunzip_s, "gzip_dc_mb_per_s": rate(size / MB, gunzip_s),
                            "gzip_dc_runs_s": gunzip_runs,
-                           "transcode_s": first["transcoded"]["seconds"],
+                           "transcode_s": first.transcoded.seconds,
                            "transcode_mb_per_s": rate(size / MB,
-                                                       first["transcoded"]["seconds"]),
+                                                       first.transcoded.seconds),
                            "first_chunk_incl_transcode_s": first_s,
                            "second_chunk_s": second_s}
     finally:

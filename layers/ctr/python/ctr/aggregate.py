@@ -1,9 +1,8 @@
 """Aggregate: chunks/chunk_{i}.txt -> parquet/part_{i}.parquet, bad lines quarantined.
 
-Replaces the seed's build_cumulative, which rewrote one ever-growing "cumulative"
-Parquet file and tracked progress in `last_agg_idx.txt`. Here each chunk becomes its own
-immutable part with the fixed `PARQUET_SCHEMA`; "pending" simply means "a chunk without
-its part", so there is no counter to get out of sync, and any subset of chunks can be
+Each chunk becomes its own immutable part with the fixed `PARQUET_SCHEMA` (no
+ever-growing file to rewrite); "pending" simply means "a chunk without its part", so
+there is no progress counter to get out of sync, and any subset of chunks can be
 processed in any order or in parallel (a Step Functions Distributed Map can fan out one
 item per chunk).
 
@@ -24,24 +23,26 @@ is not yet (the crash the write order above is for).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctr import faults, layout
 from ctr.criteo import parse_tsv
-from ctr.errors import DataError, ValidationError
+from ctr.errors import DataError
 from ctr.schema import INT_COLUMNS, LABEL
+from ctr.steps import AggregateResult, ChunkConversion, ChunkParsed, ChunkSkipped, PlanResult
 from ctr.storage import Store
 
 DEFAULT_MAX_REJECT_SHARE = 0.05
 FAULT_BEFORE_PART = "aggregate.before_part"
 PARQUET_OPTIONS: dict[str, Any] = {
-    # Dictionary + RLE encoding (on by default) does the compressing; snappy cannot shrink
-    # random hex much (measured: +8% size without it) but costs ~20% of the write time.
+    # Dictionary + RLE encoding (on by default) does the compressing; snappy barely
+    # shrinks random hex further but costs a good share of the write time.
     "compression": "none",
     # min/max of hex strings help no query; of label and integers they are cheap and useful
     "write_statistics": [LABEL, *INT_COLUMNS],
@@ -52,9 +53,11 @@ def _indices(store: Store, prefix: str) -> set[int]:
     return {layout.index_of(k) for k in store.list_keys(prefix) if not k.endswith("/")}
 
 
-def plan(store: Store) -> list[int]:
-    """Indices of chunks that have no Parquet part yet, ascending."""
-    return sorted(_indices(store, layout.CHUNKS_PREFIX) - _indices(store, layout.PARQUET_PREFIX))
+def plan(store: Store) -> PlanResult:
+    """The chunks that have no Parquet part yet, ascending."""
+    pending = sorted(_indices(store, layout.CHUNKS_PREFIX)
+                     - _indices(store, layout.PARQUET_PREFIX))
+    return PlanResult(pending=pending, pending_count=len(pending))
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -70,88 +73,80 @@ def _load(store: Store, index: int) -> bytes | None:
     return store.get(layout.chunk_key(index)).body
 
 
-def _convert(index: int, body: bytes, max_reject_share: float
-             ) -> tuple[dict[str, Any], bytes | None, pa.Table | None]:
-    """Parse one chunk: (result so far, rejects file or None, table to write or None
-    when the chunk failed the reject threshold)."""
+@dataclass(frozen=True)
+class _Converted:
+    """One parsed chunk on its way to storage: the rejects file (None when no line was
+    rejected) and the table (None when the chunk failed the reject threshold)."""
+
+    index: int
+    size: int
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    reject_share: float
+    careful_parse: bool
+    rejects: bytes | None
+    table: pa.Table | None
+    reason: str | None
+
+
+def _convert(index: int, body: bytes, max_reject_share: float) -> _Converted:
     parsed = parse_tsv(body)
     rejected = len(parsed.rejects)
     share = rejected / parsed.lines if parsed.lines else 0.0
-    result: dict[str, Any] = {
-        "index": index, "key": layout.parquet_key(index), "rows_in": parsed.lines,
-        "rows_out": parsed.table.num_rows, "rows_rejected": rejected,
-        "reject_share": round(share, 6), "bytes": len(body), "careful_parse": parsed.careful,
-    }
-    rejects = None
-    if rejected:
-        rejects = b"\n".join(r.to_bytes() for r in parsed.rejects) + b"\n"
-        result["rejects_key"] = layout.rejects_key(index)
-    if share > max_reject_share:
-        result.update(status="failed", reason=f"{rejected} of {parsed.lines} lines rejected "
-                                              f"({share:.2%} > {max_reject_share:.2%})")
-        return result, rejects, None
-    return result, rejects, parsed.table
+    rejects = (b"\n".join(r.to_bytes() for r in parsed.rejects) + b"\n") if rejected else None
+    failed = share > max_reject_share
+    return _Converted(
+        index=index, size=len(body), rows_in=parsed.lines, rows_out=parsed.table.num_rows,
+        rows_rejected=rejected, reject_share=round(share, 6), careful_parse=parsed.careful,
+        rejects=rejects, table=None if failed else parsed.table,
+        reason=(f"{rejected} of {parsed.lines} lines rejected "
+                f"({share:.2%} > {max_reject_share:.2%})") if failed else None)
 
 
-def _write(store: Store, result: dict[str, Any], rejects: bytes | None,
-           table: pa.Table | None, started: float) -> dict[str, Any]:
+def _write(store: Store, converted: _Converted, started: float) -> ChunkParsed:
     """Rejects first, then the part (the part marks the chunk done)."""
-    if rejects is not None:
-        store.put_if_absent(result["rejects_key"], rejects, "text/plain")
+    index = converted.index
+    rejects_key = layout.rejects_key(index) if converted.rejects is not None else None
+    if converted.rejects is not None:
+        store.put_if_absent(layout.rejects_key(index), converted.rejects, "text/plain")
     faults.inject(FAULT_BEFORE_PART)
-    if table is not None:
-        created = store.put_if_absent(result["key"], parquet_bytes(table)) is not None
-        result["status"] = "converted" if created else "skipped"
+    status: Literal["converted", "skipped", "failed"] = "failed"
+    if converted.table is not None:
+        created = store.put_if_absent(layout.parquet_key(index),
+                                      parquet_bytes(converted.table)) is not None
+        status = "converted" if created else "skipped"
     seconds = time.perf_counter() - started
-    result.update(seconds=round(seconds, 3),
-                  bytes_per_second=round(result["bytes"] / seconds) if seconds else None)
-    return result
+    return ChunkParsed(
+        index=index, key=layout.parquet_key(index), rows_in=converted.rows_in,
+        rows_out=converted.rows_out, rows_rejected=converted.rows_rejected,
+        reject_share=converted.reject_share, bytes=converted.size,
+        careful_parse=converted.careful_parse, rejects_key=rejects_key, status=status,
+        reason=converted.reason, seconds=round(seconds, 3),
+        bytes_per_second=round(converted.size / seconds) if seconds else None)
 
 
 def aggregate_chunk(store: Store, index: int,
-                    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> dict[str, Any]:
-    """Convert one chunk (see the module docstring). The result's "status" is
-    "converted", "skipped" (part already there) or "failed" (too many rejects)."""
+                    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE) -> ChunkConversion:
+    """Convert one chunk (see the module docstring): `ChunkSkipped` when its part already
+    exists, else `ChunkParsed` with status "converted", "skipped" (a concurrent run
+    wrote the part first) or "failed" (too many rejects)."""
     started = time.perf_counter()
     body = _load(store, index)
     if body is None:
-        return {"index": index, "status": "skipped", "key": layout.parquet_key(index)}
-    return _write(store, *_convert(index, body, max_reject_share), started)
-
-
-def indices_from_event(event: Mapping[str, Any]) -> list[int] | None:
-    """Which chunks an event asks for; None means "every pending chunk".
-
-    Accepted: {"indices": [3, 4]}, {"index": 3}, a Distributed Map batch
-    {"Items": [{"Key": "chunks/chunk_000003.txt", ...}, ...]} (S3 ItemReader + ItemBatcher),
-    one Map item {"Key": "chunks/chunk_000003.txt", ...}, or {"key": "chunks/..."} (what
-    the state machine's ItemSelector-free Map task passes).
-    """
-    try:
-        if "indices" in event:
-            return [int(i) for i in event["indices"]]
-        if "index" in event:
-            return [int(event["index"])]
-        if "Items" in event:
-            return [layout.index_of(item["Key"]) for item in event["Items"]]
-        for name in ("Key", "key"):
-            if name in event:
-                return [layout.index_of(event[name])]
-    except (TypeError, ValueError, KeyError) as err:
-        raise ValidationError(f"cannot read chunk indices from the event: {err}",
-                              errors=[{"loc": ["event"], "msg": str(err)}]) from err
-    return None
+        return ChunkSkipped(index=index, key=layout.parquet_key(index))
+    return _write(store, _convert(index, body, max_reject_share), started)
 
 
 def _run_pipelined(store: Store, todo: list[int], max_reject_share: float
-                   ) -> list[dict[str, Any]]:
+                   ) -> list[ChunkConversion]:
     """aggregate_chunk over `todo`, overlapped: while the main thread parses chunk i
     (Arrow, multi-threaded), one worker downloads chunk i+1 and another serialises and
     uploads chunk i-1. At most one download and one upload are in flight, so memory
     stays at about three chunks."""
-    results: list[dict[str, Any]] = []
+    results: list[ChunkConversion] = []
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        upload: Future[dict[str, Any]] | None = None
+        upload: Future[ChunkParsed] | None = None
         download = reader.submit(_load, store, todo[0]) if todo else None
         for position, index in enumerate(todo):
             started = time.perf_counter()
@@ -160,49 +155,49 @@ def _run_pipelined(store: Store, todo: list[int], max_reject_share: float
             download = (reader.submit(_load, store, todo[position + 1])
                         if position + 1 < len(todo) else None)
             if body is None:
-                results.append({"index": index, "status": "skipped",
-                                "key": layout.parquet_key(index)})
+                results.append(ChunkSkipped(index=index, key=layout.parquet_key(index)))
                 continue
             converted = _convert(index, body, max_reject_share)
             del body
             if upload is not None:
                 results.append(upload.result())
-            upload = writer.submit(_write, store, *converted, started)
+            upload = writer.submit(_write, store, converted, started)
         if upload is not None:
             results.append(upload.result())
-    return sorted(results, key=lambda r: r["index"])
+    return sorted(results, key=lambda r: r.index)
 
 
-def raise_for_failures(summary: Mapping[str, Any]) -> None:
+def raise_for_failures(summary: AggregateResult) -> None:
     """DataError naming every chunk of an `aggregate` summary that had too many rejects."""
-    failed = [r for r in summary["chunks"] if r["status"] == "failed"]
+    failed = [r for r in summary.chunks if r.status == "failed"]
     if failed:
         raise DataError("reject share above MAX_REJECT_SHARE in chunk(s) "
-                        + ", ".join(f"{r['index']} ({r['reason']}, see {r['rejects_key']})"
-                                    for r in failed), failed=[r["index"] for r in failed])
+                        + ", ".join(f"{r.index} ({r.reason}, see {r.rejects_key})"
+                                    for r in failed if isinstance(r, ChunkParsed)),
+                        failed=[r.index for r in failed])
 
 
 def aggregate(store: Store, indices: Iterable[int] | None = None,
               max_reject_share: float = DEFAULT_MAX_REJECT_SHARE, *,
-              raise_on_failure: bool = True) -> dict[str, Any]:
+              raise_on_failure: bool = True) -> AggregateResult:
     """Convert the given chunks (default: all pending ones). Returns per-chunk results
     and totals. Chunks with too many rejects do not stop the others; afterwards they
     raise DataError (`raise_for_failures`) unless `raise_on_failure=False`."""
     faults.inject("aggregate.start")
     started = time.perf_counter()
-    todo = plan(store) if indices is None else sorted(set(indices))
+    todo = plan(store).pending if indices is None else sorted(set(indices))
     results = _run_pipelined(store, todo, max_reject_share)
-    done = [r for r in results if r["status"] == "converted"]
-    failed = [r for r in results if r["status"] == "failed"]
+    done = [r for r in results if isinstance(r, ChunkParsed) and r.status == "converted"]
     seconds = time.perf_counter() - started
-    totals = {key: sum(r.get(key, 0) for r in done)
-              for key in ("rows_in", "rows_out", "rows_rejected", "bytes")}
-    summary = {"converted": [r["index"] for r in done],
-               "skipped": [r["index"] for r in results if r["status"] == "skipped"],
-               "failed": [r["index"] for r in failed], **totals,
-               "seconds": round(seconds, 3),
-               "bytes_per_second": round(totals["bytes"] / seconds) if seconds else None,
-               "chunks": results}
+    size = sum(r.bytes for r in done)
+    summary = AggregateResult(
+        converted=[r.index for r in done],
+        skipped=[r.index for r in results if r.status == "skipped"],
+        failed=[r.index for r in results if r.status == "failed"],
+        rows_in=sum(r.rows_in for r in done), rows_out=sum(r.rows_out for r in done),
+        rows_rejected=sum(r.rows_rejected for r in done), bytes=size,
+        seconds=round(seconds, 3), bytes_per_second=round(size / seconds) if seconds else None,
+        chunks=results)
     if raise_on_failure:
         raise_for_failures(summary)
     return summary

@@ -1,9 +1,9 @@
 """The chunker: cut the next N lines of the raw data into chunks/chunk_{i:06d}.txt,
 exactly once, at a cost proportional to the chunk.
 
-The seed re-read the raw file from line 0 on every run and kept its position in
-`next_line.txt`, so run k cost O(k x chunk) (O(n^2) over the dataset) and a crash
-between writing a chunk and the counter could duplicate or skip lines. Here:
+Re-reading the raw data from line 0 on every run would make run k cost O(k x chunk)
+(O(n^2) over the dataset), and a position counter written apart from the chunk could
+duplicate or skip lines after a crash. So:
 
 * **Byte cursor.** `state/chunk_cursor.json` holds the raw object being consumed, the
   byte offset of its next unread line, the next chunk index and totals. A run reads
@@ -21,19 +21,21 @@ between writing a chunk and the counter could duplicate or skip lines. Here:
 * **Several raw objects.** Objects under raw/ are consumed one after another in key
   order; finished ones are listed in the cursor, so new files dropped into raw/ later
   are picked up. A chunk never spans two objects (the last chunk of an object may be
-  short). When nothing is left the run returns {"status": "exhausted"}.
+  short). When nothing is left the run answers `ChunkExhausted` ({"status": "exhausted"}).
 * **gzip sources: one-time transcode.** A byte offset into a gzip stream cannot be
   resumed cheaply: deflate blocks are not byte-aligned and need the previous 32 KiB of
   output, and Python's zlib has no `inflatePrime` to build a zran-style seek index. So
   the first run that meets raw/<x>.gz streams it once through zlib into a plain object
   `state/decompressed/raw/<x>` (multipart upload, completed with If-None-Match, so
   concurrent transcoders cannot clobber each other), and the cursor then points into
-  that object. One extra sequential pass over the file (about `gzip -dc` time plus an
-  upload, once), then O(chunk) ranged reads for every run, at the price of storing the
-  data uncompressed once more. To skip the transcode in Lambda, ingest with
-  `ctr data put --decompress`.
+  that object. One extra sequential pass over the file, once, then O(chunk) ranged
+  reads for every run, at the price of storing the data uncompressed once more. To skip
+  the transcode in Lambda, ingest with `ctr data put --decompress`.
 * **Download if absent.** With a configured source URL and an empty raw/, the run
-  first streams the URL into raw/ (the seed's "download if not present").
+  first streams the URL into raw/.
+
+The cursor is a `Cursor` (below); its JSON document keeps the keys it has always had, so
+a cursor written by an older version is read as it is.
 
 Test-only fault point `chunk.after_write` (`ctr.faults`, inert unless CTR_FAULTS names
 it): between writing the chunk and moving the cursor, to prove the crash story above.
@@ -42,15 +44,17 @@ it): between writing the chunk and moving the cursor, to prove the crash story a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import pydantic
 
 from ctr import faults, ingest, layout
+from ctr.clock import iso_now
 from ctr.errors import ConflictError, DataError
+from ctr.steps import ChunkCut, ChunkExhausted, ChunkPosition, ChunkResult, Downloaded, Transcoded
 from ctr.storage import Store
 
 CURSOR_KEY = layout.state_key("chunk_cursor.json")
@@ -62,22 +66,97 @@ SCAN_BLOCK = 1024 * 1024              # newline search granularity
 MAX_ATTEMPTS = 8
 FAULT_AFTER_WRITE = "chunk.after_write"
 
-Fetcher = Callable[[Store, str], dict[str, Any]]
+Fetcher = Callable[[Store, str], Mapping[str, Any]]    # ctr.ingest.put: {"status", "key", "bytes"}
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+# --- the cursor ------------------------------------------------------------------------
+
+class _State(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True)
 
 
-def empty_cursor() -> dict[str, Any]:
-    return {"format": 1, "next_chunk": 0, "lines": 0, "bytes": 0, "source": None,
-            "done": [], "bytes_per_line": INITIAL_BYTES_PER_LINE, "updated_at": None}
+class Source(_State):
+    """The raw object being consumed: `read_key` is what is read (the transcoded plain
+    object for a .gz), `etag` pins its content, `offset` is the next unread byte."""
+
+    raw_key: str
+    read_key: str
+    etag: str
+    size: int
+    offset: int = 0
+    lines: int = 0
+    first_chunk: int
 
 
-def load_cursor(store: Store) -> tuple[dict[str, Any], str | None]:
-    """(cursor document, its ETag or None when no cursor exists yet)."""
+class DoneSource(_State):
+    """A consumed raw object: chunks [first_chunk, end_chunk) came from it."""
+
+    raw_key: str
+    lines: int
+    bytes: int
+    first_chunk: int
+    end_chunk: int
+
+
+class Cursor(_State):
+    """`state/chunk_cursor.json`: where the next chunk starts, and totals so far.
+
+    Every change of the cursor is one of the methods below, each returning a new cursor;
+    `save` writes it with If-Match on the ETag it was read with.
+    """
+
+    format: int = 1
+    next_chunk: int = 0
+    lines: int = 0
+    bytes: int = 0
+    source: Source | None = None
+    done: tuple[DoneSource, ...] = ()
+    bytes_per_line: float = INITIAL_BYTES_PER_LINE
+    updated_at: str | None = None
+
+    def needs_source(self) -> bool:
+        """No raw object is being consumed, or the current one has no bytes left."""
+        return self.source is None or self.source.offset >= self.source.size
+
+    def start(self, source: Source) -> Cursor:
+        return self.model_copy(update={"source": source})
+
+    def finish_source(self) -> Cursor:
+        """The current raw object is consumed: record it in `done`."""
+        assert self.source is not None
+        done = DoneSource(raw_key=self.source.raw_key, lines=self.source.lines,
+                          bytes=self.source.size, first_chunk=self.source.first_chunk,
+                          end_chunk=self.next_chunk)
+        return self.model_copy(update={"source": None, "done": (*self.done, done)})
+
+    def advance(self, length: int, lines: int, chunk_lines: int) -> Cursor:
+        """Past one chunk of `length` bytes and `lines` lines, cut from the current source
+        (finishing it when that was its end)."""
+        assert self.source is not None
+        source = self.source.model_copy(update={"offset": self.source.offset + length,
+                                                "lines": self.source.lines + lines})
+        advanced = self.model_copy(update={
+            "next_chunk": self.next_chunk + 1, "lines": self.lines + lines,
+            "bytes": self.bytes + length, "source": source,
+            # a full chunk is a good sample of the line length; a short tail is not
+            "bytes_per_line": length / lines if lines == chunk_lines else self.bytes_per_line,
+        })
+        return advanced.finish_source() if source.offset >= source.size else advanced
+
+    def save(self, store: Store, etag: str | None) -> str:
+        """Write the cursor if it is still the one read with `etag`; its new ETag.
+        ConflictError when another run moved it first."""
+        stamped = self.model_copy(update={"updated_at": iso_now()})
+        return store.put_json_if_match(CURSOR_KEY, stamped.model_dump(mode="json"), etag)
+
+
+def load_cursor(store: Store) -> tuple[Cursor, str | None]:
+    """(the cursor, its ETag or None when no cursor exists yet)."""
     found = store.get_json(CURSOR_KEY)
-    return found if found is not None else (empty_cursor(), None)
+    if found is None:
+        return Cursor(), None
+    doc, etag = found
+    return Cursor.model_validate(doc), etag
 
 
 # --- reading lines from an offset ----------------------------------------------------
@@ -157,127 +236,120 @@ def _transcode(store: Store, raw_key: str, part_size: int = ingest.DEFAULT_PART_
     return plain_key
 
 
-def _select_source(store: Store, cursor: dict[str, Any], source_url: str | None,
-                   fetch: Fetcher) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The next raw object to consume as a cursor `source` entry (None when all are
-    done), plus what was done on the way (download, transcode) for the result."""
-    actions: dict[str, Any] = {}
-    done = {d["raw_key"] for d in cursor["done"]}
+class _Selected(NamedTuple):
+    """The next raw object to consume (None when all are done), and what was done on
+    the way, for the result."""
+
+    source: Source | None
+    downloaded: Downloaded | None = None
+    transcoded: Transcoded | None = None
+
+
+def _select_source(store: Store, cursor: Cursor, source_url: str | None,
+                   fetch: Fetcher) -> _Selected:
+    downloaded = None
+    done = {d.raw_key for d in cursor.done}
     keys = [k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")]
     if not keys and source_url:
         started = time.perf_counter()
-        actions["downloaded"] = fetch(store, source_url)
-        actions["downloaded"]["seconds"] = round(time.perf_counter() - started, 3)
+        fetched = fetch(store, source_url)
+        downloaded = Downloaded.model_validate(
+            {**fetched, "seconds": round(time.perf_counter() - started, 3)})
         keys = [k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")]
     pending = sorted(k for k in keys if k not in done)
     if not pending:
-        return None, actions
+        return _Selected(None, downloaded)
     raw_key = pending[0]
     read_key = raw_key
+    transcoded = None
     if raw_key.endswith(".gz"):
         started = time.perf_counter()
         read_key = _transcode(store, raw_key)
-        actions["transcoded"] = {"from": raw_key, "to": read_key,
-                                 "seconds": round(time.perf_counter() - started, 3)}
+        transcoded = Transcoded(from_key=raw_key, to=read_key,
+                                seconds=round(time.perf_counter() - started, 3))
     head = store.head(read_key)
     if head is None:
         raise ConflictError(f"{read_key} vanished while selecting it", key=read_key)
-    return {"raw_key": raw_key, "read_key": read_key, "etag": head["ETag"],
-            "size": int(head["ContentLength"]), "offset": 0, "lines": 0,
-            "first_chunk": cursor["next_chunk"]}, actions
-
-
-def _finish_source(cursor: dict[str, Any]) -> dict[str, Any]:
-    source = cursor["source"]
-    summary = {"raw_key": source["raw_key"], "lines": source["lines"], "bytes": source["size"],
-               "first_chunk": source["first_chunk"], "end_chunk": cursor["next_chunk"]}
-    return {**cursor, "source": None, "done": [*cursor["done"], summary]}
+    source = Source(raw_key=raw_key, read_key=read_key, etag=head["ETag"],
+                    size=int(head["ContentLength"]), first_chunk=cursor.next_chunk)
+    return _Selected(source, downloaded, transcoded)
 
 
 # --- one run ---------------------------------------------------------------------------
 
-def _adopt_existing(store: Store, key: str, source: dict[str, Any], ours: bytes) -> bytes:
+def _adopt_existing(store: Store, key: str, source: Source, ours: bytes) -> bytes:
     """The chunk another attempt already wrote under `key`, checked against the source."""
     existing = store.get(key).body
     if existing != ours:
         # Cut with another chunk size: it must still be the source bytes at this offset.
-        start = source["offset"]
+        start = source.offset
         expected = (ours[:len(existing)] if len(existing) <= len(ours)
-                    else _get_span(store, source["read_key"], start, start + len(existing)))
-        at_line_end = existing.endswith(b"\n") or start + len(existing) == source["size"]
+                    else _get_span(store, source.read_key, start, start + len(existing)))
+        at_line_end = existing.endswith(b"\n") or start + len(existing) == source.size
         if existing != expected or not at_line_end:
-            raise DataError(f"{key} exists but does not match {source['read_key']} at byte "
+            raise DataError(f"{key} exists but does not match {source.read_key} at byte "
                             f"{start}; the raw object or the cursor was changed by hand",
                             key=key)
     return existing
 
 
 def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
-              fetch: Fetcher) -> dict[str, Any]:
+              fetch: Fetcher) -> ChunkResult:
     started = time.perf_counter()
     cursor, etag = load_cursor(store)
-    actions: dict[str, Any] = {}
+    selected = _Selected(None)
     changed = False
-    while cursor["source"] is None or cursor["source"]["offset"] >= cursor["source"]["size"]:
-        if cursor["source"] is not None:            # an empty object: nothing to cut
-            cursor, changed = _finish_source(cursor), True
-        source, actions = _select_source(store, cursor, source_url, fetch)
-        if source is None:
+    while cursor.needs_source():
+        if cursor.source is not None:               # an empty object: nothing to cut
+            cursor, changed = cursor.finish_source(), True
+        selected = _select_source(store, cursor, source_url, fetch)
+        if selected.source is None:
             if changed:
-                store.put_json_if_match(CURSOR_KEY, {**cursor, "updated_at": _now()}, etag)
-            return {"status": "exhausted", "next_chunk": cursor["next_chunk"],
-                    "lines_total": cursor["lines"], "bytes_total": cursor["bytes"],
-                    "sources_done": len(cursor["done"]), "cursor": None, **actions}
-        cursor = {**cursor, "source": source, "updated_at": _now()}
-        etag = store.put_json_if_match(CURSOR_KEY, cursor, etag)
+                cursor.save(store, etag)
+            return ChunkExhausted(next_chunk=cursor.next_chunk, lines_total=cursor.lines,
+                                  bytes_total=cursor.bytes, sources_done=len(cursor.done),
+                                  downloaded=selected.downloaded)
+        cursor = cursor.start(selected.source)
+        etag = cursor.save(store, etag)
         changed = False
 
-    source = cursor["source"]
-    head = store.head(source["read_key"])
-    if head is None or head["ETag"] != source["etag"]:
-        raise DataError(f"{source['read_key']} changed or vanished under the chunk cursor; "
-                        "raw objects must be immutable", key=source["read_key"])
-    index = cursor["next_chunk"]
+    source = cursor.source
+    assert source is not None
+    head = store.head(source.read_key)
+    if head is None or head["ETag"] != source.etag:
+        raise DataError(f"{source.read_key} changed or vanished under the chunk cursor; "
+                        "raw objects must be immutable", key=source.read_key)
+    index = cursor.next_chunk
     key = layout.chunk_key(index)
-    data, lines = read_lines(store, source["read_key"], source["offset"], source["size"],
-                             chunk_lines, cursor["bytes_per_line"])
+    data, lines = read_lines(store, source.read_key, source.offset, source.size,
+                             chunk_lines, cursor.bytes_per_line)
     reused = store.put_if_absent(key, data, "text/plain") is None
     if reused:
         data = _adopt_existing(store, key, source, data)
         lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     faults.inject(FAULT_AFTER_WRITE)
 
-    new_offset = source["offset"] + len(data)
-    advanced = {**cursor, "next_chunk": index + 1, "lines": cursor["lines"] + lines,
-                "bytes": cursor["bytes"] + len(data),
-                # a full chunk is a good sample of the line length; a short tail is not
-                "bytes_per_line": (len(data) / lines if lines == chunk_lines
-                                   else cursor["bytes_per_line"]),
-                "source": {**source, "offset": new_offset, "lines": source["lines"] + lines},
-                "updated_at": _now()}
-    finished = new_offset >= source["size"]
-    if finished:
-        advanced = _finish_source(advanced)
-    store.put_json_if_match(CURSOR_KEY, advanced, etag)
+    advanced = cursor.advance(len(data), lines, chunk_lines)
+    advanced.save(store, etag)
+    new_offset = source.offset + len(data)
     seconds = time.perf_counter() - started
-    return {"status": "chunked", "chunk_index": index, "key": key, "lines": lines,
-            "bytes": len(data), "seconds": round(seconds, 3),
-            "bytes_per_second": round(len(data) / seconds) if seconds else None,
-            "reused_existing_chunk": reused, "source_finished": finished,
-            "next_chunk": index + 1, "lines_total": advanced["lines"],
-            "cursor": {"raw_key": source["raw_key"], "read_key": source["read_key"],
-                       "offset": new_offset, "size": source["size"]}, **actions}
+    return ChunkCut(chunk_index=index, key=key, lines=lines, bytes=len(data),
+                    seconds=round(seconds, 3),
+                    bytes_per_second=round(len(data) / seconds) if seconds else None,
+                    reused_existing_chunk=reused, source_finished=new_offset >= source.size,
+                    next_chunk=index + 1, lines_total=advanced.lines,
+                    cursor=ChunkPosition(raw_key=source.raw_key, read_key=source.read_key,
+                                         offset=new_offset, size=source.size),
+                    downloaded=selected.downloaded, transcoded=selected.transcoded)
 
 
 def cut_chunk(store: Store, chunk_lines: int = DEFAULT_CHUNK_LINES, *,
               source_url: str | None = None, fetch: Fetcher = ingest.put,
-              max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
-    """Cut the next `chunk_lines` lines of raw/ into the next chunk (module docstring).
-
-    Returns {"status": "chunked", "chunk_index", "key", "lines", "bytes", "cursor", ...}
-    or {"status": "exhausted", ...}. A lost race on the cursor is retried from a fresh
-    read up to `max_attempts` times, then raised as ConflictError (the state machine
-    retries that).
+              max_attempts: int = MAX_ATTEMPTS) -> ChunkResult:
+    """Cut the next `chunk_lines` lines of raw/ into the next chunk (module docstring):
+    `ChunkCut`, or `ChunkExhausted` when every raw object is consumed. A lost race on
+    the cursor is retried from a fresh read up to `max_attempts` times, then raised as
+    ConflictError (the state machine retries that).
     """
     if chunk_lines < 1:
         raise ValueError("chunk_lines must be >= 1")

@@ -14,24 +14,21 @@ so retries are safe.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from typing import Any
 
 from ctr import layout
+from ctr.clock import iso_from_epoch
 from ctr.errors import ConflictError
+from ctr.steps import AcquireResult, LeaseAcquired, LeaseBusy, LeaseReleased
 from ctr.storage import Store
 
 LEASE_KEY = layout.state_key("pipeline-lease.json")
 MAX_RACE_RETRIES = 5
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
 def acquire(store: Store, holder: str, ttl_seconds: float,
-            now: float | None = None) -> dict[str, Any]:
-    """Try to take the lease for `holder`. Returns {"acquired", "holder", "reason", ...}."""
+            now: float | None = None) -> AcquireResult:
+    """Try to take the lease for `holder`: `LeaseAcquired`, or `LeaseBusy` when another
+    live execution holds it."""
     for _ in range(MAX_RACE_RETRIES):
         t = time.time() if now is None else now
         current = store.get_json(LEASE_KEY)
@@ -39,10 +36,10 @@ def acquire(store: Store, holder: str, ttl_seconds: float,
         other = doc.get("holder")
         expired = float(doc.get("expires_at", 0)) <= t
         if other and other != holder and not expired:
-            return {"acquired": False, "holder": other,
-                    "expires_at": _iso(float(doc["expires_at"])),
-                    "reason": f"execution {other} holds the pipeline lease until "
-                              f"{_iso(float(doc['expires_at']))}; this run is a no-op"}
+            until = iso_from_epoch(float(doc["expires_at"]))
+            return LeaseBusy(holder=other, expires_at=until,
+                             reason=f"execution {other} holds the pipeline lease until "
+                                    f"{until}; this run is a no-op")
         if other == holder:
             reason = "lease re-acquired by its holder (retry)"
         elif other:
@@ -57,19 +54,19 @@ def acquire(store: Store, holder: str, ttl_seconds: float,
             store.put_json_if_match(LEASE_KEY, new, etag)
         except ConflictError:
             continue  # someone else wrote in between: look again
-        return {"acquired": True, "holder": holder, "expires_at": _iso(expires_at),
-                "reason": reason, "generation": generation}
+        return LeaseAcquired(holder=holder, expires_at=iso_from_epoch(expires_at),
+                             reason=reason, generation=generation)
     raise ConflictError("the pipeline lease kept changing while acquiring it")
 
 
-def release(store: Store, holder: str, now: float | None = None) -> dict[str, Any]:
+def release(store: Store, holder: str, now: float | None = None) -> LeaseReleased:
     """Give the lease back if `holder` still has it; otherwise change nothing."""
     for _ in range(MAX_RACE_RETRIES):
         current = store.get_json(LEASE_KEY)
         if not current or current[0].get("holder") != holder:
             owner = current[0].get("holder") if current else None
-            return {"released": False,
-                    "reason": f"lease not held by {holder} (holder: {owner})"}
+            return LeaseReleased(released=False,
+                                 reason=f"lease not held by {holder} (holder: {owner})")
         doc, etag = current
         t = time.time() if now is None else now
         freed = {"holder": None, "released_by": holder, "released_at": t,
@@ -78,5 +75,5 @@ def release(store: Store, holder: str, now: float | None = None) -> dict[str, An
             store.put_json_if_match(LEASE_KEY, freed, etag)
         except ConflictError:
             continue
-        return {"released": True, "reason": "released"}
+        return LeaseReleased(released=True, reason="released")
     raise ConflictError("the pipeline lease kept changing while releasing it")
