@@ -1,11 +1,13 @@
-"""An in-memory, thread-safe S3 client for benchmarks and offline runs.
+"""An in-memory, thread-safe S3 client for the unit tests, the benchmarks and offline
+runs (no sockets).
 
 It implements the subset of the boto3 S3 client that `ctr.storage.Store` and the data
 plane use -- conditional PUTs (`IfNoneMatch="*"`, `IfMatch`), ranged GETs, listing, and
 multipart uploads completed with `IfNoneMatch` -- so `ctr data bench` can measure the
-chunk and aggregate code itself, without network or emulator noise. (Tests have their
-own fake in tests/fakes.py with error injection; this one lives here because operator
-tooling must not import tests.)
+chunk and aggregate code itself, without network or emulator noise, and a test can
+check what the code wrote. Tests also see which operations ran (`calls`) and can make
+the next ones fail (`fail_next`). It lives in ctr_infra, not tests/, because the
+benchmarks ship with the operator tooling, which must not import tests.
 """
 
 from __future__ import annotations
@@ -40,14 +42,24 @@ class _ListPaginator:
 
 
 class MemoryS3:
-    """One bucket's objects in a dict; every call is atomic under one lock."""
+    """One bucket's objects in a dict; every call is atomic under one lock. The bucket
+    name of a call is ignored."""
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
         self.uploads: dict[str, tuple[str, dict[int, bytes]]] = {}
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
-        self.bytes_read = 0
+        self.calls: list[str] = []                   # operation names, in call order
+        # (operation, error code): the next call of that operation raises that error
+        # (HTTP 503), if it is the first entry; for retry and failure tests.
+        self.fail_next: list[tuple[str, str]] = []
+
+    def _call(self, op: str) -> None:
+        self.calls.append(op)
+        if self.fail_next and self.fail_next[0][0] == op:
+            _, code = self.fail_next.pop(0)
+            raise _error(code, op, 503)
 
     @staticmethod
     def _etag(data: bytes, salt: int) -> str:
@@ -69,11 +81,13 @@ class MemoryS3:
     def put_object(self, Bucket: str, Key: str, Body: Any = b"",
                    IfNoneMatch: str | None = None, IfMatch: str | None = None,
                    **_: Any) -> dict[str, Any]:
+        self._call("put_object")
         data = Body.read() if hasattr(Body, "read") else bytes(Body)
         return {"ETag": self._store(Key, data, IfNoneMatch, IfMatch, "PutObject")}
 
     def get_object(self, Bucket: str, Key: str, Range: str | None = None,
                    **_: Any) -> dict[str, Any]:
+        self._call("get_object")
         with self.lock:
             if Key not in self.objects:
                 raise _error("NoSuchKey", "GetObject", 404)
@@ -82,10 +96,10 @@ class MemoryS3:
             start_s, end_s = Range.removeprefix("bytes=").split("-")
             start, end = int(start_s), int(end_s) if end_s else len(data) - 1
             data = data[start:end + 1]
-        self.bytes_read += len(data)
         return {"Body": io.BytesIO(data), "ETag": etag, "ContentLength": len(data)}
 
     def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
+        self._call("head_object")
         with self.lock:
             if Key not in self.objects:
                 raise _error("404", "HeadObject", 404)
@@ -93,6 +107,7 @@ class MemoryS3:
         return {"ETag": etag, "ContentLength": len(data)}
 
     def delete_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
+        self._call("delete_object")
         with self.lock:
             self.objects.pop(Key, None)
         return {}
@@ -103,12 +118,14 @@ class MemoryS3:
         return _ListPaginator(self)
 
     def list_objects_v2(self, Bucket: str, Prefix: str = "", **_: Any) -> dict[str, Any]:
+        self._call("list_objects_v2")
         contents = [row for page in _ListPaginator(self).paginate(Bucket, Prefix)
                     for row in page.get("Contents", [])]
         return {"Contents": contents, "KeyCount": len(contents)}
 
     # --- multipart -------------------------------------------------------------------
     def create_multipart_upload(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
+        self._call("create_multipart_upload")
         upload_id = f"upload-{next(self._ids)}"
         with self.lock:
             self.uploads[upload_id] = (Key, {})
@@ -116,6 +133,7 @@ class MemoryS3:
 
     def upload_part(self, Bucket: str, Key: str, UploadId: str, PartNumber: int,
                     Body: Any, **_: Any) -> dict[str, Any]:
+        self._call("upload_part")
         data = Body.read() if hasattr(Body, "read") else bytes(Body)
         with self.lock:
             if UploadId not in self.uploads:
@@ -127,6 +145,7 @@ class MemoryS3:
                                   MultipartUpload: dict[str, Any],
                                   IfNoneMatch: str | None = None,
                                   **_: Any) -> dict[str, Any]:
+        self._call("complete_multipart_upload")
         with self.lock:
             if UploadId not in self.uploads:
                 raise _error("NoSuchUpload", "CompleteMultipartUpload", 404)
@@ -140,6 +159,7 @@ class MemoryS3:
 
     def abort_multipart_upload(self, Bucket: str, Key: str, UploadId: str,
                                **_: Any) -> dict[str, Any]:
+        self._call("abort_multipart_upload")
         with self.lock:
             self.uploads.pop(UploadId, None)
         return {}

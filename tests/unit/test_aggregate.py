@@ -15,7 +15,7 @@ from ctr.errors import DataError, ValidationError
 from ctr.schema import PARQUET_SCHEMA
 from ctr.steps import AggregateEvent, parse_event
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.test_criteo import CORPUS
 
 

@@ -32,7 +32,7 @@ from ctr.errors import DataError
 from ctr.schema import FEATURE_COLUMNS, PARQUET_SCHEMA
 from ctr.steps import AggregateResult, ChunkCut
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.serving_support import features_of, sample_table, tiny_predictor
 from tests.unit.test_serving_app import Cloud, make_client
 

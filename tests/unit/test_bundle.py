@@ -14,7 +14,7 @@ from ctr.registry import RegistrySnapshot
 from ctr.steps import ReloadResult
 from ctr.errors import ConflictError, DataError, NoModelError, ValidationError
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.serving_support import (
     MODEL_NAME,
     FakeMlflowClient,

@@ -15,7 +15,7 @@ from ctr.errors import ConflictError, DataError, TransientError
 from ctr.steps import ChunkResult
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 
 
 def _lines(n: int, start: int = 0, width: int = 0) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 from ctr import chunking, layout
 from ctr.errors import DataError, ValidationError
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.conftest import FakeLambdaContext
 
 Loaded = tuple[ModuleType, Store]

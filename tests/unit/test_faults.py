@@ -7,7 +7,7 @@ import pytest
 from ctr import aggregate, chunking, faults, layout
 from ctr.errors import TransientError
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.invariants import account, source_with_rejects
 
 

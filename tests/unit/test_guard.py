@@ -7,7 +7,7 @@ import threading
 
 from ctr import guard
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 
 
 def store() -> Store:

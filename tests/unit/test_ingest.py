@@ -11,7 +11,7 @@ from ctr import ingest
 from ctr.errors import DataError, ValidationError
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 
 
 def test_small_object_is_one_conditional_put() -> None:

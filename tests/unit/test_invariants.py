@@ -12,7 +12,7 @@ import pytest
 
 from ctr import aggregate, chunking, layout
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.invariants import MALFORMED, account, assert_lines_intact, source_with_rejects
 
 CHUNK = 120

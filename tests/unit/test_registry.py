@@ -19,7 +19,7 @@ from ctr import metrics as m
 from ctr.errors import NoModelError, NotFoundError, TransientError
 from ctr.storage import Store
 from ctr.training import TrainParams, load_window
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.synth_parts import put_parts
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

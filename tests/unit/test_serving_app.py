@@ -22,7 +22,7 @@ from ctr.schema import FEATURE_COLUMNS
 from ctr.serving import schemas
 from ctr.serving.app import ServingSettings, create_app
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.serving_support import (
     MODEL_NAME,
     FakeMlflowClient,

@@ -13,7 +13,7 @@ from pytest_socket import disable_socket, enable_socket
 
 from ctr.errors import ValidationError
 from ctr.storage import Store
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.synth_parts import put_parts
 
 ROOT = Path(__file__).resolve().parents[2]

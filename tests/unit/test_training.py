@@ -10,7 +10,7 @@ from ctr import layout, metrics, synth
 from ctr.errors import DataError, NotFoundError
 from ctr.storage import Store
 from ctr.training import TrainParams, fit, load_window, newest_part_index, train
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.synth_parts import put_parts
 
 ROWS = 1000
