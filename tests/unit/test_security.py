@@ -25,7 +25,7 @@ from ctr.storage import Store
 from ctr_infra import localcloud
 from ctr_infra.deploy import load_template
 from ctr_infra.localcloud import CloudConfig
-from tests.fakes import FakeS3
+from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.serving_support import MODEL_NAME, FakeMlflowClient, copy_downloader, tiny_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
