@@ -1,16 +1,16 @@
-"""What routes receive through `Depends`: the settings, the model cache and the sample
-pool of the app that serves the request.
+"""What routes receive through `Depends`: the settings, the model cache, the sample
+pool and the page directory of the app that serves the request.
 
 `create_app` puts one of each on `app.state`; routes never build or find them
 themselves, so a route module holds no state and a test can swap any of them with
-`app.dependency_overrides`. The providers are `async` so that FastAPI calls them on
-the event loop instead of handing each one to a worker thread.
+`app.dependency_overrides[get_model_cache] = ...`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -19,25 +19,19 @@ from ctr.serving.samples import SampleSource
 from ctr.serving.settings import ServingSettings
 
 
-async def get_settings(request: Request) -> ServingSettings:
-    settings: ServingSettings = request.app.state.settings
-    return settings
+def _from_state(attribute: str) -> Callable[[Request], Awaitable[Any]]:
+    # Async so that FastAPI calls it on the event loop instead of a worker thread.
+    async def provide(request: Request) -> Any:
+        return getattr(request.app.state, attribute)
+
+    provide.__name__ = f"get_{attribute}"
+    return provide
 
 
-async def get_model_cache(request: Request) -> ModelCache:
-    cache: ModelCache = request.app.state.model_cache
-    return cache
-
-
-async def get_samples(request: Request) -> SampleSource:
-    samples: SampleSource = request.app.state.samples
-    return samples
-
-
-async def get_web_dir(request: Request) -> Path:
-    web_dir: Path = request.app.state.web_dir
-    return web_dir
-
+get_settings = _from_state("settings")
+get_model_cache = _from_state("model_cache")
+get_samples = _from_state("samples")
+get_web_dir = _from_state("web_dir")
 
 Settings = Annotated[ServingSettings, Depends(get_settings)]
 Cache = Annotated[ModelCache, Depends(get_model_cache)]
