@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from ctr import bundle, criteo, layout
 from ctr.schema import FEATURE_COLUMNS
-from ctr.serving import schemas
+from ctr.serving import dependencies, schemas
 from ctr.serving.app import ServingSettings, create_app
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3 as FakeS3
@@ -330,6 +330,15 @@ def test_unknown_path_is_json_404(live):
     assert response.json()["error"] == "NotFound"
 
 
+def test_routes_get_their_settings_through_depends(cloud):
+    cloud.release(0)
+    api = make_client(cloud, max_rows=5)
+    api.app.dependency_overrides[dependencies.get_settings] = lambda: ServingSettings(
+        bucket_name="bucket", max_rows=1)
+
+    assert_422(post_rows(api, TABLE.slice(0, 2)), "at most 1 rows")
+
+
 # --------------------------------------------------------------------------- hot swap
 
 def test_hot_swap_under_load_has_no_failures(cloud):
@@ -482,3 +491,32 @@ def test_the_serving_app_never_imports_mlflow(monkeypatch):
     importlib.import_module("ctr.serving.app")
 
     assert not [m for m in sys.modules if m.split(".")[0] == "mlflow"]
+
+
+# --------------------------------------------------------------------------- the Lambda handler
+
+def api_gateway_event(method: str, path: str, body: str | None = None) -> dict[str, Any]:
+    """What API Gateway (REST API, proxy integration) hands the predict function."""
+    return {"resource": "/{proxy+}", "path": path, "httpMethod": method,
+            "headers": {"Host": "api.local", "Content-Type": "application/json"},
+            "multiValueHeaders": {}, "queryStringParameters": None,
+            "multiValueQueryStringParameters": None, "pathParameters": None,
+            "stageVariables": None, "body": body, "isBase64Encoded": False,
+            "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": method,
+                               "path": path, "stage": "v1", "requestId": "req-1",
+                               "identity": {"sourceIp": "127.0.0.1"}}}
+
+
+def test_the_predict_handler_counts_every_response_by_status_class(
+        load_handler, lambda_context, monkeypatch, capsys):
+    handler = load_handler("predict", monkeypatch)
+    requests = [("GET", "/openapi.json"), ("GET", "/nope"), ("POST", "/predict", "{}")]
+
+    statuses = [handler.lambda_handler(api_gateway_event(*r), lambda_context)["statusCode"]
+                for r in requests]
+
+    emitted = [json.loads(line)["_aws"]["CloudWatchMetrics"][0]
+               for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert statuses == [200, 404, 422]
+    assert [(m["Namespace"], [x["Name"] for x in m["Metrics"]]) for m in emitted] == [
+        ("CtrPipeline", ["Http2xx"]), ("CtrPipeline", ["Http4xx"]), ("CtrPipeline", ["Http4xx"])]
