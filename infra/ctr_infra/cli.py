@@ -1,5 +1,8 @@
 """`ctr` command line. Each command group lives in `ctr_infra.commands.<name>` and
-exposes `register(subparsers)`; the chosen subcommand's `func(args)` returns an exit code."""
+exposes `register(subparsers)`; the chosen subcommand's `func(args)` returns an exit code.
+
+Every group is imported for every command: a group that cannot be imported is an error
+that names it, not a command that quietly goes missing."""
 
 from __future__ import annotations
 
@@ -18,10 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"ctr_infra.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"ctr_infra.commands.{name}":
-                continue  # command group not built yet
-            raise
+        except ImportError as err:
+            raise ImportError(f"ctr: the command group {name!r} (ctr_infra.commands.{name}) "
+                              f"cannot be imported: {err}", name=err.name) from err
         module.register(sub)
     return parser
 

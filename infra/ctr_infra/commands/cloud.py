@@ -98,12 +98,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     cfg = CloudConfig()
     outputs = bring_up(cfg, schedule_on=args.schedule == "on")
     if not args.no_bootstrap_data:
-        try:
-            from ctr_infra.commands.pipeline import bootstrap_first_model
-        except ImportError:
-            pass  # the pipeline commands are not built yet
-        else:
-            bootstrap_first_model(cfg, outputs)
+        from ctr_infra.commands.pipeline import bootstrap_first_model
+
+        bootstrap_first_model(cfg, outputs)
     print_urls(outputs)
     return 0
 
