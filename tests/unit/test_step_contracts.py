@@ -7,7 +7,7 @@ from the execution input, and each state's ResultSelector/ResultPath/OutputPath 
 Catch's ResultPath) turns its input schema into the input schema of the states it
 leads to; where paths join, the schemas are merged (a key is certain only when every
 path sets it). A Lambda Task's result is the JSON schema of its step's result model,
-found from the FunctionName substitution and the Payload's action (`result_model`).
+found from the FunctionName substitution and the Payload's action (`result_model_name`).
 Then every path a state reads -- Choice variables, `.$` values of Parameters,
 ResultSelector and ItemReader, InputPath/OutputPath/ItemsPath, a Fail's
 ErrorPath/CausePath -- must resolve:
@@ -159,7 +159,7 @@ def resolve(schema: Schema, segments: list[str | int],
                 except Unresolved as err:
                     missing.append(str(err))
         if (every and missing) or not found:
-            raise Unresolved("; ".join(missing) or f"{segment!r} is always null")
+            raise Unresolved("; ".join(dict.fromkeys(missing)) or f"{segment!r} is always null")
         nodes = found
     return nodes
 
@@ -387,8 +387,8 @@ class Walk:
                 self.template(f"{name} ItemReader", reader.get("Parameters", {}), data, context)
                 item = ITEM_READERS[reader["Resource"]]
             else:
-                items = self.read(f"{name} ItemsPath", st.get("ItemsPath", "$"), data, context)
-                item = {"anyOf": [child(b, "*") for s in items for b in branches(s)]}
+                item = {"anyOf": self.read(f"{name} ItemsPath", st.get("ItemsPath", "$") + "[*]",
+                                           data, context)}
             inner_context = set_path(context, "$.Map", _obj(
                 "$$.Map", Item=_obj("$$.Map.Item", Value=item, Index=INT)))
             if "ItemSelector" in st:
@@ -413,7 +413,7 @@ class Walk:
                         self.fits(f"{name} Payload.{key}", [fields[key]], value["const"])
                 elif (function, key) not in PAYLOAD_KEYS_OUTSIDE_THE_SCHEMA:
                     self.problem(f"{name}: Payload key {key!r} is no field of {event_name} "
-                                 f"(its fields: {', '.join(fields)})")
+                                 f"(its fields: {', '.join(fields) or 'none'})")
         model = result_model_name(self.models, function, action)
         return json_schema(self.models[model], model)
 
@@ -426,7 +426,8 @@ class Walk:
             if rule.get("IsPresent") is True and "Variable" in rule:
                 _, segments = parse_path(rule["Variable"])
                 if len(segments) == 1 and segments[0] in doc.get("properties", {}):
-                    into = {**doc, "required": sorted({*doc["required"], str(segments[0])})}
+                    into = {**doc, "required": sorted({*doc.get("required", []),
+                                                       str(segments[0])})}
             edges.append((rule["Next"], into))
         if "Default" in st:
             edges.append((st["Default"], doc))
@@ -577,6 +578,7 @@ class TinyCounts(pydantic.BaseModel):
 class TinyChunk(pydantic.BaseModel):
     status: Literal["chunked", "exhausted"]
     counts: TinyCounts | None = None                      # a $ref, behind an anyOf
+    keys: list[str] = []
 
 
 class TinyGuardEvent(pydantic.BaseModel):
@@ -703,7 +705,7 @@ def test_the_context_object_the_input_and_the_event_models_are_checked():
         "(its fields: Id, Name, StartTime, RoleArn, Input)",
         "Chunk Parameters.Payload.holder.$: $.from_the_input: nothing sets "
         "$.from_the_input before this state",
-        "Chunk: Payload key 'holder' is no field of ChunkEvent (its fields: )",
+        "Chunk: Payload key 'holder' is no field of ChunkEvent (its fields: none)",
         "Done ErrorPath: $.error.Error: nothing sets $.error before this state"]
     asl["States"]["Lease"]["Parameters"]["Payload"] = {"action": "acquired", "holder": "me"}
     assert tiny_problems(tiny_asl(Lease=asl["States"]["Lease"])) == [
@@ -732,6 +734,23 @@ def test_catch_output_and_map_items_flow_into_the_states_they_reach():
         "Failed CausePath: $.error.Reason: no 'Reason' in a Catch's error output (its "
         "fields: Error, Cause); $.error is set by 'Chunk'",
         "One Parameters.Payload.holder.$: $.Kee: nothing sets $.Kee before this state",
-        "One: Payload key 'holder' is no field of ChunkEvent (its fields: )",
+        "One: Payload key 'holder' is no field of ChunkEvent (its fields: none)",
         "the output a typo reads: $.each[*].one.value.stat: no 'stat' in TinyChunk (its "
-        "fields: status, counts)"]
+        "fields: status, counts, keys)"]
+
+
+def test_a_map_over_a_path_needs_an_array_there():
+    def over(items_path: str) -> list[str]:
+        asl = tiny_asl()
+        asl["States"]["Exhausted?"]["Default"] = "Each key"
+        asl["States"]["Each key"] = {
+            "Type": "Map", "ItemsPath": items_path, "ResultPath": None, "Next": "Rows?",
+            "ItemProcessor": {"StartAt": "One", "States": {"One": {
+                "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": True,
+                "Parameters": {"FunctionName": "${ChunkFunctionArn}", "Payload": {}}}}}}
+        return tiny_problems(asl)
+
+    assert over("$.chunk.value.keys") == []
+    assert over("$.chunk.value.status") == [
+        "Each key ItemsPath: $.chunk.value.status[*]: no '*' in Status (its fields: none); "
+        "$.chunk is set by 'Chunk'"]
