@@ -21,8 +21,7 @@ trained booster (encoding, matrices, boosting). Prints a figure table, not a tes
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -143,18 +142,10 @@ def section(plan: Plan, echo: Echo) -> SectionResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--holdout-share", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--nthread", type=int, default=0, help="XGBoost threads (0 = all)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    report = run(args.rows, args.holdout_share, args.seed, args.nthread)
-    print(to_markdown(report))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    return 0
+    """`python -m ctr_infra.bench.train [...]` is `ctr model bench [...]`."""
+    from ctr_infra import cli
+
+    return cli.main(["model", "bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
