@@ -15,10 +15,9 @@ platform, which is what `pip install --target` would put in the layer (without
 `.pyc` files, which pip can compile but a layer does not need). The distributions are
 read from the running environment (the dev venv) and must match the pins; a mismatch
 is reported as an error rather than measured. Files that two distributions share
-(mlflow-skinny and mlflow-tracing ship the same modules) are counted once.
-Cross-check: `pip install --no-compile --target DIR -r layers/deps-data/requirements.txt`
-from the registry gave 246.6 MB of files where this method gives 246.1 MB (the
-difference is pip's own INSTALLER/REQUESTED/RECORD bookkeeping files).
+(mlflow-skinny and mlflow-tracing ship the same modules) are counted once. It agrees
+with a real `pip install --no-compile --target` of the layer up to pip's own
+bookkeeping files (INSTALLER, REQUESTED, RECORD).
 
 Two checks go the other way, so that a layer is not only small but sufficient:
 a static import scan (every third-party module imported at module level by the
