@@ -410,9 +410,8 @@ def section(plan: Plan, cloud: BenchCloud, workdir: Path, echo: Echo,
     optional: dict[str, Any] = {k: v for k, v in (("http_rows", plan.serve_http_rows),
                                                   ("rounds", plan.serve_rounds))
                                 if v is not None}
-    r = run(cloud.store, mlflow_uri=cloud.cfg.mlflow_uri,
-                        api_url=cloud.outputs["LocalApiUrl"], requests=plan.serve_requests,
-                        api_requests=plan.serve_api_requests,
+    r = run(cloud.store, mlflow_uri=cloud.cfg.mlflow_uri, api_url=cloud.outputs["LocalApiUrl"],
+            requests=plan.serve_requests, api_requests=plan.serve_api_requests,
             concurrency=plan.serve_concurrency, workdir=workdir, echo=echo, **optional)
     figures: list[Figure] = []
     model_only = "model alone (encode + predict), in-process"
