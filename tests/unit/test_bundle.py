@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from ctr import bundle, layout, registry
-from ctr.registry import RegistrySnapshot
-from ctr.steps import ReloadResult
 from ctr.errors import ConflictError, DataError, NoModelError, ValidationError
+from ctr.steps import ReloadResult
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 from tests.unit.serving_support import (
@@ -59,7 +58,8 @@ def test_first_publish_writes_bundle_snapshot_and_pointer(client, store):
     pointer = bundle.load_pointer(store)
     assert pointer is not None and (pointer.version, pointer.prefix) == (1, "serving/v1/")
     assert pointer.published_at.endswith("+00:00")
-    loaded, provenance = bundle.load_bundle(store, pointer)
+    loaded, typed = bundle.load_bundle(store, pointer)
+    provenance = typed.model_dump()
     table = sample_table()
     np.testing.assert_array_equal(loaded.predict_table(table), predictor.predict_table(table))
     assert provenance["model_name"] == MODEL_NAME
@@ -72,8 +72,9 @@ def test_first_publish_writes_bundle_snapshot_and_pointer(client, store):
     assert provenance["data_window"] == "parquet parts 0-1"
     assert provenance["metrics"] == {"holdout_auc": 0.7, "holdout_logloss": 0.49}
 
-    snapshot = bundle.load_registry_snapshot(store)
-    assert snapshot is not None
+    stored = bundle.load_registry_snapshot(store)
+    assert stored is not None
+    snapshot = stored.model_dump()
     assert snapshot["production_version"] == 1
     [v1] = snapshot["versions"]
     assert v1["aliases"] == ["production"] and v1["status"] == "production"
@@ -108,7 +109,7 @@ def test_promotion_moves_pointer_and_keeps_old_bundle_immutable(client, store, s
     assert (result.status, result.version) == ("published", 2)
     assert bundle.load_pointer(store).prefix == "serving/v2/"
     assert s3.objects["serving/v1/model.ubj"] == v1_model
-    statuses = {v["version"]: v["status"] for v in bundle.load_registry_snapshot(store)["versions"]}
+    statuses = {v.version: v.status for v in bundle.load_registry_snapshot(store).versions}
     assert statuses == {2: "production", 1: "previous"}
 
 
@@ -141,15 +142,15 @@ def test_no_production_alias_refreshes_snapshot_then_raises(client, store):
         publish(client, store)
 
     snapshot = bundle.load_registry_snapshot(store)
-    assert [(v["version"], v["status"]) for v in snapshot["versions"]] == [(1, "rejected")]
-    assert snapshot["production_version"] is None
+    assert [(v.version, v.status) for v in snapshot.versions] == [(1, "rejected")]
+    assert snapshot.production_version is None
     assert bundle.load_pointer(store) is None
 
 
 def test_unregistered_model_is_no_model(client, store):
     with pytest.raises(NoModelError):
         publish(client, store)
-    assert bundle.load_registry_snapshot(store)["versions"] == []
+    assert bundle.load_registry_snapshot(store).versions == []
 
 
 def test_snapshot_follows_pagination_and_reuses_finished_runs(client, store):
@@ -160,7 +161,7 @@ def test_snapshot_follows_pagination_and_reuses_finished_runs(client, store):
     client.calls.clear()
     client.versions[2].tags["status"] = "rejected"
 
-    previous = RegistrySnapshot.model_validate(bundle.load_registry_snapshot(store))
+    previous = bundle.load_registry_snapshot(store)
     snap = registry.snapshot(client, MODEL_NAME, previous=previous)
 
     assert [v.version for v in snap.versions] == [3, 2, 1]

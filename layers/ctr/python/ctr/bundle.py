@@ -32,7 +32,7 @@ import pydantic
 
 from ctr import layout
 from ctr.clock import iso_from_ms, iso_now
-from ctr.errors import ConflictError, DataError, NoModelError, NotFoundError
+from ctr.errors import ConflictError, DataError, NoModelError, NotFoundError, ValidationError
 from ctr.predictor import MODEL_FILE, TRANSFORM_FILE, Predictor
 from ctr.registry import names
 from ctr.registry.versions import Downloader, RegistrySnapshot, fetch_model, run_metrics, snapshot
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 PROVENANCE_FILE = "provenance.json"
 BUNDLE_FORMAT = 1
 _PUBLISH_ATTEMPTS = 3
-
-
-# The serving side's name for the alias it serves.
-PRODUCTION_ALIAS = names.PRODUCTION
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def load_pointer(store: Store) -> Pointer | None:
         raise DataError(f"{layout.PRODUCTION_POINTER_KEY} is malformed: {err}") from err
 
 
-def load_bundle(store: Store, pointer: Pointer) -> tuple[Predictor, dict[str, Any]]:
+def load_bundle(store: Store, pointer: Pointer) -> tuple[Predictor, Provenance]:
     """Build a ready Predictor from the bundle the pointer names, plus its provenance."""
     try:
         model = store.get(pointer.prefix + MODEL_FILE).body
@@ -109,17 +105,13 @@ def load_bundle(store: Store, pointer: Pointer) -> tuple[Predictor, dict[str, An
     try:
         provenance = Provenance.model_validate_json(provenance_bytes)
     except pydantic.ValidationError as err:
-        raise DataError(f"serving bundle {pointer.prefix} has a malformed "
-                        f"{PROVENANCE_FILE}: {err.error_count()} error(s)") from err
-    return Predictor.from_bytes(model, transform), provenance.model_dump(mode="json")
+        raise ValidationError(
+            f"serving bundle {pointer.prefix} has a malformed {PROVENANCE_FILE}",
+            errors=[{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]) from err
+    return Predictor.from_bytes(model, transform), provenance
 
 
-def load_registry_snapshot(store: Store) -> dict[str, Any] | None:
-    snap = _stored_snapshot(store)
-    return None if snap is None else snap.model_dump(mode="json")
-
-
-def _stored_snapshot(store: Store) -> RegistrySnapshot | None:
+def load_registry_snapshot(store: Store) -> RegistrySnapshot | None:
     found = store.get_json(layout.REGISTRY_SNAPSHOT_KEY)
     return None if found is None else RegistrySnapshot.model_validate(found[0])
 
@@ -146,7 +138,7 @@ def publish_production(client: Any, store: Store, model_name: str, *,
 
 def _publish_once(client: Any, store: Store, model_name: str,
                   downloader: Downloader | None) -> ReloadResult:
-    snap = snapshot(client, model_name, previous=_stored_snapshot(store))
+    snap = snapshot(client, model_name, previous=load_registry_snapshot(store))
     write_registry_snapshot(store, snap)
     version = snap.production_version
     if version is None:

@@ -21,10 +21,11 @@ import numpy as np
 import pyarrow as pa
 
 from ctr import layout
-from ctr.bundle import PRODUCTION_ALIAS, Pointer, load_bundle, load_pointer
+from ctr.bundle import Pointer, Provenance, load_bundle, load_pointer
 from ctr.clock import iso_now
 from ctr.errors import DomainError, NoModelError
 from ctr.predictor import Predictor
+from ctr.registry.names import PRODUCTION
 from ctr.serving import schemas
 from ctr.storage import Store
 
@@ -38,13 +39,13 @@ class LoadedModel:
     """Everything a request needs from one bundle; replaced whole, never mutated."""
 
     predictor: Predictor
-    provenance: dict[str, Any]
+    provenance: Provenance
     pointer: Pointer
     loaded_at: str
     ref: dict[str, Any]            # the response's "model" block, built once
 
     @classmethod
-    def build(cls, predictor: Predictor, provenance: dict[str, Any],
+    def build(cls, predictor: Predictor, provenance: Provenance,
               pointer: Pointer) -> LoadedModel:
         # One thread per prediction: a Lambda below 1,769 MB has less than one vCPU, and
         # on a busy host OpenMP threads waiting for each other cost milliseconds of p99
@@ -53,10 +54,10 @@ class LoadedModel:
         # Validated here, once: a bundle whose provenance does not fit the response is
         # not loaded (the current model stays), instead of failing every request.
         ref = schemas.ModelRef(
-            name=provenance["model_name"], version=int(provenance["version"]),
-            alias=PRODUCTION_ALIAS, run_id=provenance["run_id"],
-            run_name=provenance.get("run_name"), artifact_uri=provenance["artifact_uri"],
-            trained_at=provenance.get("trained_at")).model_dump()
+            name=provenance.model_name, version=provenance.version, alias=PRODUCTION,
+            run_id=provenance.run_id, run_name=provenance.run_name,
+            artifact_uri=provenance.artifact_uri, trained_at=provenance.trained_at
+        ).model_dump()
         return cls(predictor, provenance, pointer, iso_now(), ref)
 
     def predict(self, table: pa.Table) -> np.ndarray:
@@ -135,8 +136,8 @@ class ModelCache:
             elif pointer.prefix != serving:
                 predictor, provenance = load_bundle(self.store, pointer)
                 self._current = LoadedModel.build(predictor, provenance, pointer)
-                log.info("serving %s version %s from %s", provenance.get("model_name"),
-                         provenance.get("version"), pointer.prefix)
+                log.info("serving %s version %s from %s", provenance.model_name,
+                         provenance.version, pointer.prefix)
             self.last_error = None
         except Exception as err:  # keep serving what we have; the next check retries
             # Our own messages are fit for clients; a library's may name endpoints or keys.

@@ -37,13 +37,13 @@ def model_info(cache: Cache, settings: Settings) -> dict[str, Any]:
     of the served version (from S3 snapshots written by reload, not from MLflow)."""
     cache.refresh()
     model = cache.current
-    snapshot = load_registry_snapshot(cache.store) or {}
+    snapshot = load_registry_snapshot(cache.store)
     return {
-        "model_name": snapshot.get("model_name", settings.model_name),
+        "model_name": snapshot.model_name if snapshot else settings.model_name,
         "production_version": model.ref["version"] if model else None,
-        "production": model.provenance if model else None,
-        "versions": snapshot.get("versions", []),
-        "snapshot_generated_at": snapshot.get("generated_at"),
+        "production": model.provenance.model_dump(mode="json") if model else None,
+        "versions": [v.model_dump(mode="json") for v in snapshot.versions] if snapshot else [],
+        "snapshot_generated_at": snapshot.generated_at if snapshot else None,
     }
 
 
