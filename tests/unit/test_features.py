@@ -20,9 +20,9 @@ from ctr.features import (
     INT_BINS,
     SMOOTHING,
     FeatureTransform,
-    Predictor,
     hex_keys,
 )
+from ctr.predictor import Predictor
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, PARQUET_SCHEMA
 from ctr.training import TrainParams, fit
 from tests.synth_parts import parquet_bytes
