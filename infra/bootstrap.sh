@@ -71,7 +71,7 @@ if [[ ! -f "$venvs/dev/.project-stamp" || "$(cat "$venvs/dev/.project-stamp")" !
   echo "$proj_hash" > "$venvs/dev/.project-stamp"
 fi
 
-# LocalStack venv: the known-good freeze in ONE resolver pass (see DESIGN.md).
+# LocalStack venv: the known-good freeze in ONE resolver pass (see docs/design.md, "LocalStack in host mode").
 ls_hash=$(hash_of "$root/requirements/localstack.lock")
 if ensure_venv localstack "$ls_hash"; then
   echo "==> creating .local/venvs/localstack (localstack-core host mode)"

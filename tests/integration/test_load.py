@@ -10,7 +10,7 @@ Two targets, because of what concurrency 32 costs on the local cloud (2 cores):
   (p99 3.2 s) when it was quiet, 4-5 requests/s (p99 over 20 s) when other test
   sessions loaded it: 10,000 requests would take 5 to 35 minutes; 1,000 run there.
 * the same app (`ctr.serving.app`) under uvicorn on 127.0.0.1, reading the same bucket
-  through the emulator's S3, as `ctr_infra.bench_serve.uvicorn_app` runs it: 10,000
+  through the emulator's S3, as `ctr_infra.bench.serve.uvicorn_app` runs it: 10,000
   requests (measured: 60-154 requests/s, 1-3 minutes). Both tests print their figures.
 
 Both reloads go through the real path: the registry's `production` alias moves to the

@@ -15,7 +15,7 @@ from ctr.errors import DataError, ValidationError
 from ctr.schema import PARQUET_SCHEMA
 from ctr.steps import AggregateEvent, parse_event
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.test_criteo import CORPUS
 
 
@@ -40,7 +40,7 @@ def _source_with_bad_lines() -> bytes:
 
 
 def _store_with_chunks(data: bytes, chunk_lines: int) -> Store:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/test/source.txt", data)
     while chunking.cut_chunk(store, chunk_lines).status == "chunked":
         pass

@@ -32,7 +32,7 @@ from ctr.errors import DataError
 from ctr.schema import FEATURE_COLUMNS, PARQUET_SCHEMA
 from ctr.steps import AggregateResult, ChunkCut
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.serving_support import features_of, sample_table, tiny_predictor
 from tests.unit.test_serving_app import Cloud, make_client
 
@@ -97,7 +97,7 @@ class Outcome:
 def run_data_plane(tmp_path: Path, data: bytes, chunk_lines: int = 100,
                    name: str = "train.txt") -> Outcome:
     """Ingest `data` as a local file, chunk until exhausted, aggregate every chunk."""
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     source = tmp_path / name
     source.write_bytes(data)
     ingest.put(store, str(source), source_name="corpus")
@@ -288,7 +288,7 @@ def test_unusual_but_valid_integers_keep_their_value(tmp_path):
 
 def test_a_file_of_garbage_fails_its_chunk_with_a_clear_error_and_keeps_it(tmp_path):
     data = _block([BLOB] * 30 + GOOD[:10])
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/corpus/garbage.txt", data)
     assert chunking.cut_chunk(store, 1000).lines == 40
 
@@ -307,7 +307,7 @@ def test_a_file_of_garbage_fails_its_chunk_with_a_clear_error_and_keeps_it(tmp_p
     ("truncated.gz", gzip.compress(_block(GOOD))[:2000], "truncated gzip stream"),
 ])
 def test_corrupt_gzip_is_a_clear_error_and_writes_nothing(name, blob, message):
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put(f"raw/corpus/{name}", blob)
 
     with pytest.raises(DataError) as caught:
@@ -320,7 +320,7 @@ def test_corrupt_gzip_is_a_clear_error_and_writes_nothing(name, blob, message):
 def test_corrupt_gzip_on_ingest_with_decompress_is_a_clear_error(tmp_path):
     source = tmp_path / "bad.txt.gz"
     source.write_bytes(gzip.compress(_block(GOOD))[:-30])
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
 
     with pytest.raises(DataError, match="truncated gzip stream"):
         ingest.put(store, str(source), decompress=True)

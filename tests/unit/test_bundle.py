@@ -13,7 +13,7 @@ from ctr import bundle, layout, registry
 from ctr.errors import ConflictError, DataError, NoModelError, ValidationError
 from ctr.steps import ReloadResult
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.serving_support import (
     MODEL_NAME,
     FakeMlflowClient,
@@ -24,12 +24,12 @@ from tests.unit.serving_support import (
 
 
 @pytest.fixture
-def s3() -> FakeS3:
-    return FakeS3()
+def s3() -> MemoryS3:
+    return MemoryS3()
 
 
 @pytest.fixture
-def store(s3: FakeS3) -> Store:
+def store(s3: MemoryS3) -> Store:
     return Store(s3, "bucket")
 
 
@@ -42,7 +42,7 @@ def publish(client: FakeMlflowClient, store: Store) -> ReloadResult:
     return bundle.publish_production(client, store, MODEL_NAME, downloader=copy_downloader)
 
 
-def puts(s3: FakeS3) -> int:
+def puts(s3: MemoryS3) -> int:
     return s3.calls.count("put_object")
 
 
@@ -208,7 +208,7 @@ def test_a_bundle_that_does_not_load_is_never_published(client, store, s3, tmp_p
     assert bundle.load_pointer(store) is None
 
 
-class RacingS3(FakeS3):
+class RacingS3(MemoryS3):
     """Another reload moves the pointer between our read and our conditional write."""
 
     def __init__(self, rival: dict[str, Any]) -> None:

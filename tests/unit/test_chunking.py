@@ -15,7 +15,6 @@ from ctr.errors import ConflictError, DataError, TransientError
 from ctr.steps import ChunkResult
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 
 
 def _lines(n: int, start: int = 0, width: int = 0) -> bytes:
@@ -24,8 +23,8 @@ def _lines(n: int, start: int = 0, width: int = 0) -> bytes:
                     for i in range(start, start + n))
 
 
-class CountingS3(FakeS3):
-    """FakeS3 that counts the bytes each GET returns (to check O(chunk) reads)."""
+class CountingS3(MemoryS3):
+    """MemoryS3 that counts the bytes each GET returns (to check O(chunk) reads)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,8 +36,8 @@ class CountingS3(FakeS3):
         return resp
 
 
-class SlowS3(FakeS3):
-    """FakeS3 whose reads yield the GIL, so concurrent runs really interleave."""
+class SlowS3(MemoryS3):
+    """MemoryS3 whose reads yield the GIL, so concurrent runs really interleave."""
 
     def get_object(self, *args: Any, **kw: Any):
         time.sleep(0.002)
@@ -62,7 +61,7 @@ def _run_until_exhausted(store: Store, chunk_lines: int, **kw: Any) -> list[Chun
 
 
 def test_chunks_cover_every_source_exactly_once_in_key_order() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     a, b = _lines(250), _lines(40, start=1000)
     store.put("raw/src/b.txt", b)
     store.put("raw/src/a.txt.gz", gzip.compress(a))
@@ -86,7 +85,7 @@ def test_chunks_cover_every_source_exactly_once_in_key_order() -> None:
 
 
 def test_new_raw_files_are_picked_up_after_exhaustion() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/1.txt", _lines(10))
     _run_until_exhausted(store, 100)
     store.put("raw/s/0-late.txt", _lines(5, start=50))             # sorts first, still new
@@ -113,7 +112,7 @@ def test_each_run_reads_about_one_chunk_wherever_the_cursor_is() -> None:
 
 
 def test_lines_longer_than_estimated_are_read_in_a_second_range() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     short = b"".join(f"{i}\n".encode() for i in range(100))
     long = b"".join(f"{i} {'y' * 3000}\n".encode() for i in range(100))
     store.put("raw/s/mixed.txt", short + long)
@@ -123,7 +122,7 @@ def test_lines_longer_than_estimated_are_read_in_a_second_range() -> None:
 
 
 def test_last_line_without_newline_and_empty_source() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a-empty.txt", b"")
     store.put("raw/s/b.txt", b"one\ntwo\nthree")
     results = _run_until_exhausted(store, 2)
@@ -136,7 +135,7 @@ def test_last_line_without_newline_and_empty_source() -> None:
 def test_the_cursor_document_keeps_its_keys_and_an_older_one_is_resumed() -> None:
     """state/chunk_cursor.json is read by whatever version runs next: the typed cursor
     writes the keys the dict-built one wrote, and resumes from a document written by it."""
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(10))
     store.put("raw/s/b.txt", _lines(30, start=10))
     chunking.cut_chunk(store, 10)
@@ -151,7 +150,7 @@ def test_the_cursor_document_keeps_its_keys_and_an_older_one_is_resumed() -> Non
     assert (doc["source"]["offset"], doc["next_chunk"]) == (len(_lines(10, start=10)), 2)
 
     # the same position as the older code wrote it (plain dict, same keys)
-    older = Store(FakeS3(), "bucket")
+    older = Store(MemoryS3(), "bucket")
     older.put("raw/s/a.txt", _lines(10))
     older.put("raw/s/b.txt", _lines(30, start=10))
     older.put(layout.chunk_key(0), _lines(10))
@@ -180,7 +179,7 @@ def arm_fault(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Callable[[], No
 
 def test_crash_between_chunk_write_and_cursor_update_then_retry(
         arm_fault: Callable[[], None]) -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     data = _lines(350)
     store.put("raw/s/a.txt", data)
     chunking.cut_chunk(store, 100)
@@ -196,7 +195,7 @@ def test_crash_between_chunk_write_and_cursor_update_then_retry(
 
 
 def test_s3_error_on_the_cursor_write_then_retry() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     data = _lines(300)
     store.put("raw/s/a.txt", data)
     chunking.cut_chunk(store, 100)
@@ -218,7 +217,7 @@ def test_s3_error_on_the_cursor_write_then_retry() -> None:
 
 
 def test_transient_read_error_fails_the_run_without_side_effects() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(200))
     chunking.cut_chunk(store, 100)
     store.s3.fail_next.append(("get_object", "SlowDown"))           # the cursor read
@@ -231,7 +230,7 @@ def test_transient_read_error_fails_the_run_without_side_effects() -> None:
 
 def test_retry_with_another_chunk_size_adopts_the_written_chunk(
         arm_fault: Callable[[], None]) -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(300))
     arm_fault()
     with pytest.raises(RuntimeError, match="injected fault"):
@@ -243,7 +242,7 @@ def test_retry_with_another_chunk_size_adopts_the_written_chunk(
 
 
 def test_a_chunk_that_does_not_match_the_source_is_refused() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(300))
     store.put(layout.chunk_key(0), b"something else\n")
     with pytest.raises(DataError, match="does not match"):
@@ -251,7 +250,7 @@ def test_a_chunk_that_does_not_match_the_source_is_refused() -> None:
 
 
 def test_raw_object_replaced_under_the_cursor_is_refused() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(300))
     chunking.cut_chunk(store, 100)
     store.put("raw/s/a.txt", _lines(300, start=5))
@@ -262,7 +261,7 @@ def test_raw_object_replaced_under_the_cursor_is_refused() -> None:
 def test_a_run_that_loses_the_cursor_race_cuts_the_next_chunk() -> None:
     """Run A writes chunk 1; before A moves the cursor, run B does a whole run (it adopts
     chunk 1 and moves the cursor). A's cursor write then fails, A re-reads and cuts 2."""
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(400))
     chunking.cut_chunk(store, 100)
     real = store.put_json_if_match
@@ -316,7 +315,7 @@ def test_concurrent_chunkers_produce_each_line_exactly_once() -> None:
 
 
 def test_cursor_conflicts_are_retried_then_raised() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(10))
 
     def always_conflict(key: str, doc: dict[str, Any], etag: str | None) -> str:
@@ -328,7 +327,7 @@ def test_cursor_conflicts_are_retried_then_raised() -> None:
 
 
 def test_source_url_is_fetched_only_when_raw_is_empty() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     fetched: list[str] = []
 
     def fake_fetch(target: Store, url: str) -> dict[str, Any]:
@@ -345,7 +344,7 @@ def test_source_url_is_fetched_only_when_raw_is_empty() -> None:
 
 
 def test_without_data_or_url_the_run_is_exhausted() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     assert chunking.cut_chunk(store, 10).status == "exhausted"
     with pytest.raises(ValueError, match="chunk_lines"):
         chunking.cut_chunk(store, 0)

@@ -13,7 +13,7 @@ import pytest
 from ctr import chunking, layout
 from ctr.errors import DataError, ValidationError
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.conftest import FakeLambdaContext
 
 Loaded = tuple[ModuleType, Store]
@@ -25,7 +25,7 @@ def handler(load_handler: Callable[..., ModuleType], monkeypatch: pytest.MonkeyP
     """handler(name, **env): the function's module, its bucket an empty in-memory S3."""
     def load(name: str, **env: str) -> Loaded:
         module = load_handler(name, monkeypatch, **env)
-        store = Store(FakeS3(), "bucket")
+        store = Store(MemoryS3(), "bucket")
         monkeypatch.setattr(module, "store", store)
         return module, store
     return load

@@ -7,7 +7,7 @@ import pytest
 from ctr import aggregate, chunking, faults, layout
 from ctr.errors import TransientError
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.invariants import account, source_with_rejects
 
 
@@ -56,7 +56,7 @@ def test_counts_are_shared_through_the_faults_dir(monkeypatch, tmp_path):
 
 
 def test_aggregate_before_part_fires_between_the_rejects_and_the_part(monkeypatch, tmp_path):
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/it/a.txt", source_with_rejects(300, seed=2, bad_every=50))
     chunking.cut_chunk(store, 1000)
     monkeypatch.setenv("CTR_FAULTS", f"{aggregate.FAULT_BEFORE_PART}=TransientError*1")

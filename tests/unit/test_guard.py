@@ -7,11 +7,11 @@ import threading
 
 from ctr import guard
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 
 
 def store() -> Store:
-    return Store(FakeS3(), "b")
+    return Store(MemoryS3(), "b")
 
 
 def test_first_acquires_second_is_a_noop_with_reason():

@@ -11,11 +11,10 @@ from ctr import ingest
 from ctr.errors import DataError, ValidationError
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
 
 
 def test_small_object_is_one_conditional_put() -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     with ingest.ObjectWriter(store, "raw/a") as writer:
         writer.write(b"hello ")
         writer.write(b"world")
@@ -111,7 +110,7 @@ def test_put_from_another_s3_object() -> None:
 
 
 def test_put_rejects_unknown_schemes_and_missing_files(tmp_path: Path) -> None:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     with pytest.raises(ValidationError, match="unsupported source"):
         ingest.put(store, "ftp://host/file")
     with pytest.raises(ValidationError, match="not a file"):

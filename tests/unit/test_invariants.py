@@ -12,14 +12,14 @@ import pytest
 
 from ctr import aggregate, chunking, layout
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.invariants import MALFORMED, account, assert_lines_intact, source_with_rejects
 
 CHUNK = 120
 
 
 def _pipeline(data: bytes, name: str = "raw/it/a.txt") -> Store:
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put(name, data)
     while chunking.cut_chunk(store, CHUNK).status == "chunked":
         pass
@@ -100,7 +100,7 @@ def test_a_chunk_cut_twice_is_noticed(data):
 
 
 def test_pending_chunks_and_uncut_lines_are_problems_unless_allowed(data):
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     store.put("raw/it/a.txt", data)
     chunking.cut_chunk(store, CHUNK)
     chunking.cut_chunk(store, CHUNK)

@@ -12,14 +12,14 @@ import pytest
 from mlflow import MlflowClient
 
 from ctr import layout, registry
+from ctr import metrics as m
+from ctr.errors import NoModelError, NotFoundError, TransientError
 from ctr.registry import gate as gating
 from ctr.registry import names, runlog, versions
 from ctr.registry.train_step import train_and_register
-from ctr import metrics as m
-from ctr.errors import NoModelError, NotFoundError, TransientError
 from ctr.storage import Store
 from ctr.training import TrainParams, load_window
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.synth_parts import put_parts
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -63,7 +63,7 @@ class Scenario:
     def __init__(self, client: MlflowClient, root: Path) -> None:
         self.client, self.name, self.experiment = client, "scenario_model", "scenario_exp"
         _experiment(client, self.experiment, root)
-        self.store = Store(FakeS3(), "bucket")
+        self.store = Store(MemoryS3(), "bucket")
         self.results: dict[str, dict] = {}
         self.aliases: dict[str, dict[str, str]] = {}
         self.tags: dict[str, dict[int, dict[str, str]]] = {}   # step -> version -> tags
@@ -322,7 +322,7 @@ def test_an_unreachable_tracking_server_is_a_transient_error():
             raise MlflowException("API request to http://127.0.0.1:9 failed with exception "
                                   "ConnectionError")
 
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     put_parts(store, 0, 1, 100)
     with pytest.raises(TransientError) as err:
         train_and_register(store, Down(), model_name="m", experiment_name="e")

@@ -26,7 +26,7 @@ from ctr.storage import Store
 from ctr_infra import localcloud
 from ctr_infra.deploy import load_template
 from ctr_infra.localcloud import CloudConfig
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.serving_support import MODEL_NAME, FakeMlflowClient, copy_downloader, tiny_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,11 +253,11 @@ def test_the_state_machine_invokes_only_the_pipeline_and_lists_only_chunks():
 
 
 class RecordingS3:
-    """FakeS3 that records, per function (`role`), every S3 request as the IAM action
+    """MemoryS3 that records, per function (`role`), every S3 request as the IAM action
     and resource AWS would authorize it against."""
 
     def __init__(self) -> None:
-        self.inner = FakeS3()
+        self.inner = MemoryS3()
         self.role: str | None = None
         self.requests: list[tuple[str, str, str, str | None]] = []
 
@@ -401,7 +401,7 @@ ADMIN_PATHS = ["/promote", "/rollback", "/reload", "/model/promote", "/model/rol
 @pytest.fixture(scope="module")
 def serving_app() -> Any:
     return create_app(ServingSettings(bucket_name="bucket", web_dir=None),
-                      store_factory=lambda: Store(FakeS3(), "bucket"))
+                      store_factory=lambda: Store(MemoryS3(), "bucket"))
 
 
 def test_the_serving_app_has_no_admin_route(serving_app):

@@ -22,7 +22,7 @@ from ctr.schema import FEATURE_COLUMNS
 from ctr.serving import dependencies, schemas
 from ctr.serving.app import ServingSettings, create_app
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.serving_support import (
     MODEL_NAME,
     FakeMlflowClient,
@@ -39,7 +39,7 @@ class Cloud:
     """A fake bucket plus a fake registry, and a way to promote + reload."""
 
     def __init__(self, root: Path) -> None:
-        self.s3 = FakeS3()
+        self.s3 = MemoryS3()
         self.store = Store(self.s3, "bucket")
         self.registry = FakeMlflowClient(root)
 

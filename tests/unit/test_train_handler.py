@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from ctr.errors import ValidationError
 from ctr.storage import Store
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.synth_parts import put_parts
 
 
@@ -26,7 +26,7 @@ def app_module(tmp_path_factory, load_handler):
 
 @pytest.fixture
 def handler(app_module, monkeypatch):
-    store = Store(FakeS3(), "bucket")
+    store = Store(MemoryS3(), "bucket")
     monkeypatch.setattr(app_module, "store", store)
     return app_module, store
 

@@ -10,7 +10,7 @@ from ctr import layout, metrics, synth
 from ctr.errors import DataError, NotFoundError
 from ctr.storage import Store
 from ctr.training import TrainParams, fit, load_window, newest_part_index, train
-from ctr_infra.memory_s3 import MemoryS3 as FakeS3
+from ctr_infra.memory_s3 import MemoryS3
 from tests.synth_parts import put_parts
 
 ROWS = 1000
@@ -18,7 +18,7 @@ ROWS = 1000
 
 @pytest.fixture
 def store() -> Store:
-    return Store(FakeS3(), "bucket")
+    return Store(MemoryS3(), "bucket")
 
 
 def test_window_holds_out_the_newest_part_and_bounds_training_rows(store):

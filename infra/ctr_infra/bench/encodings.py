@@ -1,5 +1,5 @@
-"""Compare categorical encodings for the trainer on `ctr.synth` data (the figures quoted
-in `ctr.features`' docstring). Not a test: prints a Markdown table.
+"""Compare categorical encodings for the trainer on `ctr.synth` data (the figures are in
+docs/measurements.md, "Feature encoding"). Not a test: prints a Markdown table.
 
     python -m ctr_infra.bench.encodings --train-rows 400000 --holdout-rows 100000 --nthread 1
 
