@@ -42,6 +42,25 @@ MSG
 
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
+stale() {  # stampfile hash: true when the stamp is missing or holds another hash
+  [[ ! -f "$1" || "$(cat "$1")" != "$2" ]]
+}
+
+quiet_pip() {  # pip ... with its harmless notices about ignored lock entries dropped
+  "$@" 2> >(grep -v -E "is ignored: it is neither|BuildBackendWarning|^\s" >&2)
+}
+
+install_lock() {  # name lockfile hash [what]: (re)create a venv from its lock when the
+  # lock changed; true when it did. Exits on a failed install (errexit does not apply
+  # inside an `if` condition, and a stamp must never mark a broken venv as done).
+  local name=$1 lock=$2 lock_hash=$3
+  ensure_venv "$name" "$lock_hash" || return 1
+  echo "==> creating .local/venvs/$name${4:+ ($4)}"
+  quiet_pip "$venvs/$name/bin/pip" install -q -r "$lock" \
+    || { echo "error: installing $lock into .local/venvs/$name failed" >&2; exit 1; }
+  echo "$lock_hash" > "$venvs/$name/.stamp"
+}
+
 ensure_venv() {  # name lockfile... -- install commands run by caller
   local name=$1 stamp_hash=$2 dir="$venvs/$1"
   if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp_hash" && -x "$dir/bin/python" ]]; then
@@ -59,32 +78,28 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # Dev venv: full lock in one resolver pass (rebuilt only when the lock changes), then
 # the project itself, editable, without deps (reinstalled when pyproject.toml changes).
 dev_hash=$(hash_of "$root/requirements/dev.lock")
-if ensure_venv dev "$dev_hash"; then
-  echo "==> creating .local/venvs/dev (Python $("$PY" -c 'import platform; print(platform.python_version())'))"
-  "$venvs/dev/bin/pip" install -q -r "$root/requirements/dev.lock" 2> >(grep -v "is ignored: it is neither" >&2)
-  echo "$dev_hash" > "$venvs/dev/.stamp"
+if install_lock dev "$root/requirements/dev.lock" "$dev_hash" \
+     "Python $("$PY" -c 'import platform; print(platform.python_version())')"; then
   rm -f "$venvs/dev/.project-stamp"
 fi
 proj_hash=$(hash_of "$root/pyproject.toml")
-if [[ ! -f "$venvs/dev/.project-stamp" || "$(cat "$venvs/dev/.project-stamp")" != "$proj_hash" ]]; then
-  "$venvs/dev/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null 2> >(grep -v -E "is ignored: it is neither|BuildBackendWarning|^\s" >&2)
+if stale "$venvs/dev/.project-stamp" "$proj_hash"; then
+  quiet_pip "$venvs/dev/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null
   echo "$proj_hash" > "$venvs/dev/.project-stamp"
 fi
 
 # LocalStack venv: the known-good freeze in ONE resolver pass (see docs/design.md, "LocalStack in host mode").
 ls_hash=$(hash_of "$root/requirements/localstack.lock")
-if ensure_venv localstack "$ls_hash"; then
-  echo "==> creating .local/venvs/localstack (localstack-core host mode)"
-  "$venvs/localstack/bin/pip" install -q -r "$root/requirements/localstack.lock" 2> >(grep -v "is ignored: it is neither" >&2)
-  echo "$ls_hash" > "$venvs/localstack/.stamp"
+if install_lock localstack "$root/requirements/localstack.lock" "$ls_hash" \
+     "localstack-core host mode"; then
   rm -f "$venvs/localstack/.executor-stamp"
 fi
 # ...plus our executor plugin, without touching the resolved set. A regular (not
 # editable) install: plux's setuptools hook breaks editable builds. It is reinstalled
 # whenever its sources change.
 ex_hash=$(hash_of "$root"/infra/lambda_executor/pyproject.toml "$root"/infra/lambda_executor/ctr_lambda_executor/*.py)
-if [[ ! -f "$venvs/localstack/.executor-stamp" || "$(cat "$venvs/localstack/.executor-stamp")" != "$ex_hash" ]]; then
-  "$venvs/localstack/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$root/infra/lambda_executor" 2> >(grep -v "is ignored: it is neither" >&2)
+if stale "$venvs/localstack/.executor-stamp" "$ex_hash"; then
+  quiet_pip "$venvs/localstack/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall "$root/infra/lambda_executor"
   rm -rf "$root/infra/lambda_executor/build" "$root"/infra/lambda_executor/*.egg-info
   echo "$ex_hash" > "$venvs/localstack/.executor-stamp"
 fi
@@ -92,8 +107,4 @@ fi
 # Checkov venv: its freeze in ONE resolver pass, like the others (used by `make security`
 # and tests/unit/test_security.py).
 ck_hash=$(hash_of "$root/requirements/checkov.lock")
-if ensure_venv checkov "$ck_hash"; then
-  echo "==> creating .local/venvs/checkov (IaC security scanner)"
-  "$venvs/checkov/bin/pip" install -q -r "$root/requirements/checkov.lock" 2> >(grep -v "is ignored: it is neither" >&2)
-  echo "$ck_hash" > "$venvs/checkov/.stamp"
-fi
+install_lock checkov "$root/requirements/checkov.lock" "$ck_hash" "IaC security scanner" || true
