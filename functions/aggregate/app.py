@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ctr.aggregate import DEFAULT_MAX_REJECT_SHARE, aggregate, plan, raise_for_failures
-from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
 from ctr.steps import AggregateEvent, parse_event
 
 logger, tracer, metrics = observability()
@@ -28,9 +28,7 @@ settings = Settings()  # type: ignore[call-arg]  # values come from the environm
 store = bucket_store(settings)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@entry_point(logger, tracer, metrics)
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     request = parse_event(AggregateEvent, event)
     if request.action == "plan":
@@ -42,12 +40,12 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
              else request.max_reject_share)
     result = aggregate(store, request.indices, share, raise_on_failure=False)
     logger.info("aggregate run", extra=result.model_dump(mode="json", exclude={"chunks"}))
-    metrics.add_metric(name="RowsIn", unit=MetricUnit.Count, value=result.rows_in)
-    metrics.add_metric(name="RowsOut", unit=MetricUnit.Count, value=result.rows_out)
-    metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=result.rows_rejected)
-    metrics.add_metric(name="AggregateSeconds", unit=MetricUnit.Seconds, value=result.seconds)
-    if result.bytes_per_second:
-        metrics.add_metric(name="AggregateBytesPerSecond", unit=MetricUnit.BytesPerSecond,
-                           value=result.bytes_per_second)
+    add_metrics(metrics, {
+        "RowsIn": (MetricUnit.Count, result.rows_in),
+        "RowsOut": (MetricUnit.Count, result.rows_out),
+        "RowsRejected": (MetricUnit.Count, result.rows_rejected),
+        "AggregateSeconds": (MetricUnit.Seconds, result.seconds),
+        "AggregateBytesPerSecond": (MetricUnit.BytesPerSecond, result.bytes_per_second or None),
+    })
     raise_for_failures(result)     # DataError: the state machine stops, metrics are out
     return result.to_payload()

@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ctr.chunking import DEFAULT_CHUNK_LINES, cut_chunk
-from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
 from ctr.steps import ChunkCut, ChunkEvent, parse_event
 
 logger, tracer, metrics = observability()
@@ -27,9 +27,7 @@ settings = Settings()  # type: ignore[call-arg]  # values come from the environm
 store = bucket_store(settings)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@entry_point(logger, tracer, metrics)
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     request = parse_event(ChunkEvent, event)
     result = cut_chunk(store, request.chunk_lines or settings.chunk_lines,
@@ -37,12 +35,12 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
     payload = result.to_payload()
     logger.info("chunk run", extra={"result": payload})
     if isinstance(result, ChunkCut):
-        metrics.add_metric(name="LinesChunked", unit=MetricUnit.Count, value=result.lines)
-        metrics.add_metric(name="BytesChunked", unit=MetricUnit.Bytes, value=result.bytes)
-        metrics.add_metric(name="ChunkSeconds", unit=MetricUnit.Seconds, value=result.seconds)
-        if result.bytes_per_second:
-            metrics.add_metric(name="ChunkBytesPerSecond", unit=MetricUnit.BytesPerSecond,
-                               value=result.bytes_per_second)
+        add_metrics(metrics, {
+            "LinesChunked": (MetricUnit.Count, result.lines),
+            "BytesChunked": (MetricUnit.Bytes, result.bytes),
+            "ChunkSeconds": (MetricUnit.Seconds, result.seconds),
+            "ChunkBytesPerSecond": (MetricUnit.BytesPerSecond, result.bytes_per_second or None),
+        })
     else:
         metrics.add_metric(name="ChunkSourceExhausted", unit=MetricUnit.Count, value=1)
     return payload

@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ctr import guard
-from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.function import FunctionSettings, bucket_store, entry_point, observability
 from ctr.steps import GuardEvent, GuardResult, parse_event
 
 logger, tracer, metrics = observability()
@@ -26,9 +26,7 @@ settings = Settings()  # type: ignore[call-arg]  # values come from the environm
 store = bucket_store(settings)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@entry_point(logger, tracer, metrics)
 def lambda_handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, Any]:
     request = parse_event(GuardEvent, event)
     result: GuardResult

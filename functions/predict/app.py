@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from mangum import Mangum
 
-from ctr.function import observability
+from ctr.function import entry_point, observability
 from ctr.serving.app import ServingSettings, create_app
 
 logger, tracer, metrics = observability()
@@ -22,9 +22,7 @@ settings = ServingSettings()  # type: ignore[call-arg]  # values come from the e
 asgi = Mangum(create_app(settings), lifespan="off")
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@entry_point(logger, tracer, metrics, capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response = asgi(event, context)
     status = int(response.get("statusCode", 500))

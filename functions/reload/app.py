@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mlflow import MlflowClient
 
 from ctr.bundle import publish_production
-from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.function import FunctionSettings, bucket_store, entry_point, observability
 from ctr.steps import ReloadEvent, parse_event
 
 logger, tracer, metrics = observability()
@@ -33,9 +33,7 @@ store = bucket_store(settings)
 client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@entry_point(logger, tracer, metrics)
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     parse_event(ReloadEvent, event)
     result = publish_production(client, store, settings.model_name)

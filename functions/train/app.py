@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mlflow import MlflowClient
 
 from ctr import faults
-from ctr.function import FunctionSettings, bucket_store, observability
+from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
 from ctr.registry.train_step import train_and_register
 from ctr.steps import TrainEvent, parse_event
 from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams
@@ -42,9 +42,7 @@ store = bucket_store(settings)
 client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@entry_point(logger, tracer, metrics)
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     request = parse_event(TrainEvent, event)
     faults.inject("train.start")  # test-only, inert unless CTR_FAULTS names it
@@ -59,15 +57,14 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
     logger.info("train run", extra={"result": result.to_payload()})
     if result.status == "trained":
         m = result.metrics
-        metrics.add_metric(name="ModelsTrained", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="ModelsPromoted", unit=MetricUnit.Count,
-                           value=int(result.promoted))
-        for key, name, unit in (("training_seconds", "TrainingSeconds", MetricUnit.Seconds),
-                                ("train_rows", "TrainRows", MetricUnit.Count),
-                                ("peak_rss_mb", "PeakRssMb", MetricUnit.Megabytes),
-                                ("holdout_logloss", "HoldoutLogloss", MetricUnit.NoUnit)):
-            if key in m:
-                metrics.add_metric(name=name, unit=unit, value=m[key])
+        add_metrics(metrics, {
+            "ModelsTrained": (MetricUnit.Count, 1),
+            "ModelsPromoted": (MetricUnit.Count, int(result.promoted)),
+            "TrainingSeconds": (MetricUnit.Seconds, m.get("training_seconds")),
+            "TrainRows": (MetricUnit.Count, m.get("train_rows")),
+            "PeakRssMb": (MetricUnit.Megabytes, m.get("peak_rss_mb")),
+            "HoldoutLogloss": (MetricUnit.NoUnit, m.get("holdout_logloss")),
+        })
     else:
         metrics.add_metric(name="TrainingSkipped", unit=MetricUnit.Count, value=1)
     return result.to_payload()

@@ -10,6 +10,9 @@
     settings = Settings()
     store = bucket_store(settings)
 
+    @entry_point(logger, tracer, metrics)
+    def lambda_handler(event, context): ...
+
 Service name, metrics namespace and log level come from the template's Globals
 (POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_LOG_LEVEL), so every
 function reports under the same names; without them (unit tests, ad-hoc runs) metrics
@@ -20,9 +23,12 @@ package's loggers so domain code logs as structured JSON too.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ctr.storage import Store, make_s3_client
@@ -43,6 +49,29 @@ def observability() -> tuple[Logger, Tracer, Metrics]:
     copy_config_to_registered_loggers(source_logger=logger, include={"ctr"})
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE)
     return logger, Tracer(), Metrics(namespace=namespace)
+
+
+Handler = Callable[[Any, Any], Any]
+
+
+def entry_point(logger: Logger, tracer: Tracer, metrics: Metrics, *,
+                capture_response: bool = True) -> Callable[[Handler], Handler]:
+    """Powertools' three handler decorators in the order of its own examples: the
+    request's Lambda context in every log line, an X-Ray segment for the invocation,
+    and the metrics flushed as one EMF document when it returns. `capture_response`
+    False keeps a large response (the predict API's) out of the trace."""
+    def decorate(handler: Handler) -> Handler:
+        traced = tracer.capture_lambda_handler(metrics.log_metrics(handler),
+                                               capture_response=capture_response)
+        return logger.inject_lambda_context(traced)
+    return decorate
+
+
+def add_metrics(metrics: Metrics, values: dict[str, tuple[MetricUnit, float | None]]) -> None:
+    """Add each named metric (unit, value) whose value is not None."""
+    for name, (unit, value) in values.items():
+        if value is not None:
+            metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def bucket_store(settings: FunctionSettings) -> Store:
