@@ -29,10 +29,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ctr.clock import iso_now
 from ctr_infra import localcloud
 from ctr_infra.bench import pipeline
 from ctr_infra.bench.cloud import BenchCloud, existing_cloud, private_cloud, started_early
@@ -67,7 +67,7 @@ def machine() -> dict[str, Any]:
         "os": ((os_name.split("=", 1)[1].strip('"') if os_name else platform.system())
                + f" (kernel {platform.release()})"),
         "python": platform.python_version(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": iso_now(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
