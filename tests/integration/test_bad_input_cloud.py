@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 
 from ctr import chunking, criteo, ingest, layout, synth
+from ctr.steps import AggregateResult, ChunkCut, ChunkExhausted, ChunkResult
 from tests.cloud import LambdaError
 from tests.unit.test_bad_input import (
     API_CASES,
@@ -31,6 +33,7 @@ from tests.unit.test_bad_input import (
 )
 
 CHUNK = 20_000
+CHUNK_RESULT: pydantic.TypeAdapter[ChunkResult] = pydantic.TypeAdapter(ChunkResult)
 LAMBDA_SYNC_PAYLOAD = 6 * 1024 * 1024        # Lambda's synchronous invoke limit
 
 
@@ -40,17 +43,21 @@ def bad_cloud(cloud):
     return cloud
 
 
-def chunk_and_aggregate(cloud: Any, chunk_lines: int) -> tuple[list[dict[str, Any]],
-                                                               dict[str, Any]]:
+def chunk_and_aggregate(cloud: Any, chunk_lines: int) -> tuple[list[ChunkCut],
+                                                               AggregateResult]:
+    """The deployed functions' answers, read with the step models (so a payload that does
+    not match its contract fails here too)."""
     chunked = []
     for _ in range(100):
-        result = cloud.invoke("ChunkFunction", {"chunk_lines": chunk_lines})
-        if result["status"] == "exhausted":
+        result = CHUNK_RESULT.validate_python(
+            cloud.invoke("ChunkFunction", {"chunk_lines": chunk_lines}))
+        if isinstance(result, ChunkExhausted):
             break
         chunked.append(result)
     else:
         pytest.fail("chunking never reported exhausted")
-    summary = cloud.invoke("AggregateFunction", {"action": "aggregate", "max_reject_share": 0.01})
+    summary = AggregateResult.model_validate(cloud.invoke(
+        "AggregateFunction", {"action": "aggregate", "max_reject_share": 0.01}))
     return chunked, summary
 
 
@@ -73,12 +80,12 @@ def test_a_generated_file_with_every_bad_line_kind_is_accounted_exactly(bad_clou
     started = time.perf_counter()
     chunked, summary = chunk_and_aggregate(bad_cloud, CHUNK)
     print(f"\n{len(data) / MB:.1f} MB, {len(lines)} lines ({len(bad)} bad) -> "
-          f"{len(chunked)} chunks, {summary['rows_out']} rows, {summary['rows_rejected']} "
+          f"{len(chunked)} chunks, {summary.rows_out} rows, {summary.rows_rejected} "
           f"rejects in {time.perf_counter() - started:.1f} s")
 
     assert len(chunked) == -(-len(lines) // CHUNK)
     assert_accounted(Outcome(data, bad_cloud.store, chunked, summary), bad)
-    assert summary["rows_out"] == 60_000
+    assert summary.rows_out == 60_000
 
 
 def test_empty_file_is_consumed_without_chunks(bad_cloud, tmp_path):
@@ -89,7 +96,7 @@ def test_empty_file_is_consumed_without_chunks(bad_cloud, tmp_path):
 
     chunked, summary = chunk_and_aggregate(bad_cloud, CHUNK)
 
-    assert chunked == [] and summary["rows_in"] == 0
+    assert chunked == [] and summary.rows_in == 0
     assert list(bad_cloud.store.list_keys(layout.CHUNKS_PREFIX)) == []
 
 

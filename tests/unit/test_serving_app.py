@@ -22,6 +22,7 @@ from ctr.schema import FEATURE_COLUMNS
 from ctr.serving import dependencies, schemas
 from ctr.serving.app import ServingSettings, create_app
 from ctr.storage import Store
+from ctr_infra.bench.serve import off_running_loop
 from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.serving_support import (
     MODEL_NAME,
@@ -512,8 +513,12 @@ def test_the_predict_handler_counts_every_response_by_status_class(
     handler = load_handler("predict", monkeypatch)
     requests = [("GET", "/openapi.json"), ("GET", "/nope"), ("POST", "/predict", "{}")]
 
-    statuses = [handler.lambda_handler(api_gateway_event(*r), lambda_context)["statusCode"]
-                for r in requests]
+    # Mangum drives the app on this thread's event loop; when the suite's browser tests
+    # already run one here (Playwright), the bench's helper gives the calls a thread and
+    # a loop of their own, as a fresh Lambda process would have.
+    statuses = off_running_loop(lambda: [
+        handler.lambda_handler(api_gateway_event(*r), lambda_context)["statusCode"]
+        for r in requests])
 
     emitted = [json.loads(line)["_aws"]["CloudWatchMetrics"][0]
                for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
