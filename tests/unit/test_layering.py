@@ -106,3 +106,14 @@ def test_the_serving_side_of_the_registry_has_no_top_level_mlflow_import(module)
     """The predict function has no MLflow; these modules are imported there."""
     path = ctr_modules()[module]
     assert not [i for i in imports(path, top_level_only=True) if i.split(".")[0] == "mlflow"]
+
+
+def test_pyproject_lists_every_package_so_a_wheel_ships_them_all():
+    """setuptools' explicit `packages` list does not include subpackages by itself."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {module_name(init, CTR, "ctr") for init in CTR.rglob("__init__.py")}
+    found |= {module_name(init, INFRA, "ctr_infra") for init in INFRA.rglob("__init__.py")}
+    assert listed == found
