@@ -254,3 +254,71 @@ def test_load_bundle_reports_a_missing_file(store):
     pointer = bundle.Pointer(7, "serving/v7/", "", '"x"')
     with pytest.raises(DataError, match="incomplete"):
         bundle.load_bundle(store, pointer)
+
+
+# ------------------------------------------------------------- serving follows the registry
+
+def sync(client: FakeMlflowClient, store: Store) -> Any:
+    return bundle.sync_production(client, store, MODEL_NAME, downloader=copy_downloader)
+
+
+def test_sync_before_any_production_version_is_an_answer_not_an_error(client, store, s3):
+    assert sync(client, store).to_payload() == {
+        "status": "no_model",
+        "reason": f"no version of {MODEL_NAME!r} has the alias 'production'"}
+    client.add_version(tiny_predictor(0), status="rejected")
+
+    result = sync(client, store)
+
+    assert result.status == "no_model"
+    assert bundle.load_pointer(store) is None
+    assert [v.version for v in bundle.load_registry_snapshot(store).versions] == [1]
+    assert not [k for k in s3.objects if k.startswith("serving/v")]
+
+
+def test_sync_writes_nothing_while_serving_follows_the_registry(client, store, s3):
+    client.add_version(tiny_predictor(0))
+    client.set_alias("production", 1)
+    publish(client, store)
+    before = puts(s3)
+
+    result = sync(client, store)
+
+    assert result.to_payload() == {"status": "unchanged", "version": 1,
+                                   "prefix": "serving/v1/"}
+    assert puts(s3) == before
+
+
+def test_a_promotion_whose_reload_failed_shows_in_the_snapshot_and_heals_at_sync(client,
+                                                                                  store):
+    """The train step refreshes the snapshot after its gate; the reload after it fails;
+    the snapshot already names the new production version (what /health compares with),
+    and the next execution's sync publishes it."""
+    client.add_version(tiny_predictor(0))
+    client.set_alias("production", 1)
+    publish(client, store)
+    client.add_version(tiny_predictor(1))
+    client.set_alias("previous", 1)
+    client.set_alias("production", 2)
+
+    snap = bundle.refresh_registry_snapshot(client, store, MODEL_NAME)   # train, after the gate
+
+    assert snap.production_version == 2
+    assert bundle.load_registry_snapshot(store).production_version == 2
+    assert bundle.load_pointer(store).version == 1                     # serving is behind
+    result = sync(client, store)
+    assert (result.status, result.version) == ("published", 2)
+    assert bundle.load_pointer(store).version == 2
+
+
+def test_refreshing_the_snapshot_exports_nothing_and_survives_a_lost_race(client, store, s3):
+    client.add_version(tiny_predictor(0))
+    client.set_alias("production", 1)
+    s3.fail_next = [("put_object", "PreconditionFailed")]
+
+    snap = bundle.refresh_registry_snapshot(client, store, MODEL_NAME)
+
+    assert snap.production_version == 1
+    assert bundle.load_registry_snapshot(store).production_version == 1
+    assert not [k for k in s3.objects if k.startswith("serving/v")]
+    assert bundle.load_pointer(store) is None

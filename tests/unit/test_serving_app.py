@@ -217,6 +217,7 @@ def test_health_and_model_info_after_publishing(cloud):
     info_post = api.post("/model_info").json()
 
     assert (health["status"], health["model_loaded"], health["version"]) == ("ok", True, 2)
+    assert (health["registry_production_version"], health["serving_behind"]) == (2, False)
     assert 0 <= health["pointer_age_seconds"] < 1
     assert info_get == info_post
     assert info_get["production_version"] == 2
@@ -224,6 +225,47 @@ def test_health_and_model_info_after_publishing(cloud):
     assert [(v["version"], v["status"], v["aliases"]) for v in info_get["versions"]] == [
         (2, "production", ["production"]), (1, "candidate", [])]
     assert info_get["versions"][0]["metrics"]["holdout_logloss"] == pytest.approx(0.48)
+
+
+def test_health_and_model_info_say_when_serving_is_behind_the_registry(cloud):
+    """A promotion whose reload failed: the train step's snapshot names v2, the pointer
+    still v1. Both answers show both versions until a publish catches up."""
+    cloud.release(0)
+    api = make_client(cloud, pointer_ttl_seconds=0.05)
+    before = api.get("/health").json()
+    assert (before["version"], before["registry_production_version"],
+            before["serving_behind"]) == (1, 1, False)
+    assert before["registry_snapshot_at"]
+
+    version = cloud.registry.add_version(tiny_predictor(1))
+    cloud.registry.set_alias("production", version)
+    bundle.refresh_registry_snapshot(cloud.registry, cloud.store, MODEL_NAME)
+    time.sleep(0.06)
+    health = api.get("/health").json()
+    info = api.get("/model-info").json()
+
+    assert (health["status"], health["version"], health["registry_production_version"],
+            health["serving_behind"]) == ("ok", 1, 2, True)
+    assert (info["production_version"], info["registry_production_version"],
+            info["serving_behind"]) == (1, 2, True)
+    bundle.sync_production(cloud.registry, cloud.store, MODEL_NAME,
+                           downloader=copy_downloader)
+    time.sleep(0.06)
+    after = api.get("/health").json()
+    assert (after["version"], after["registry_production_version"],
+            after["serving_behind"]) == (2, 2, False)
+
+
+def test_health_without_a_registry_snapshot_or_with_an_unreadable_one(cloud):
+    api = make_client(cloud)
+    health = api.get("/health").json()
+    assert (health["registry_production_version"], health["serving_behind"],
+            health["registry_snapshot_at"]) == (None, False, None)
+
+    cloud.store.put(layout.REGISTRY_SNAPSHOT_KEY, b'{"not": "a snapshot"}')
+    response = api.get("/health")
+
+    assert response.status_code == 200 and response.json()["serving_behind"] is False
 
 
 # --------------------------------------------------------------------------- validation

@@ -66,6 +66,7 @@ RETRY_POLICIES = {
 }
 TASK_POLICIES = {
     "Acquire lease": ["transient"],
+    "Sync serving model": ["transient"],
     "Chunk new lines": ["transient", "crash once"],
     "Plan aggregation": ["transient"],
     "Aggregate to Parquet": ["transient", "crash once"],
@@ -216,3 +217,19 @@ def test_the_state_diagram_in_the_docs_names_only_real_states():
     drawn -= {"EventBridge rule, ctr run"}          # the start, not a state
     assert drawn, "no state found in the diagram"
     assert drawn <= all_state_names(), drawn - all_state_names()
+
+
+def test_every_execution_first_syncs_serving_with_the_registry():
+    """Serving follows the registry: right after the lease, before any data step, the
+    reload function in sync mode publishes production if the serving pointer lags (a
+    reload that failed after a promotion heals on the next run)."""
+    states = ASL["States"]
+    acquired = states["Lease acquired?"]["Choices"]
+    assert [c["Next"] for c in acquired if c.get("BooleanEquals") is True] == [
+        "Sync serving model"]
+    sync = states["Sync serving model"]
+    assert sync["Parameters"]["FunctionName"] == "${ReloadFunctionArn}"
+    assert sync["Parameters"]["Payload"]["action"] == "sync"
+    assert sync["Next"] == "Chunk new lines"
+    # the reload after a promotion stays a plain publish (a missing production fails it)
+    assert "action" not in states["Reload serving model"]["Parameters"]["Payload"]

@@ -522,6 +522,8 @@ OUTPUT_READS = {
     "$.train.value.metrics.peak_rss_mb": "the pipeline bench",
     "$.reload.value.status": "ctr runs",
     "$.reload.value.version": "ctr runs and test_pipeline",
+    "$.sync.value.status": "test_serving_follows_registry",
+    "$.sync.value.version": "test_serving_follows_registry",
 }
 
 
@@ -535,7 +537,8 @@ def test_each_lambda_task_gets_its_result_model_from_its_function_and_action():
     tasks = {name: st for name, st in all_states(ASL["States"]).items() if st["Type"] == "Task"}
     models = step_models()
     found = {name: result_model_name(models, *function_of(st)) for name, st in tasks.items()}
-    assert found == {"Acquire lease": "AcquireResult", "Chunk new lines": "ChunkResult",
+    assert found == {"Acquire lease": "AcquireResult", "Sync serving model": "SyncResult",
+                     "Chunk new lines": "ChunkResult",
                      "Plan aggregation": "PlanResult", "Aggregate to Parquet": "AggregateResult",
                      "Aggregate one chunk": "AggregateResult", "Train model": "TrainResult",
                      "Reload serving model": "ReloadResult", "Release lease": "LeaseReleased"}

@@ -14,7 +14,10 @@ written; `provenance.json` goes last and marks the bundle complete):
     serving/v{N}/provenance.json         who/what/when: registry, run and data facts
 
 `serving/registry.json` is a snapshot of every registered version (aliases, status,
-metrics) so `/model-info` never calls MLflow either.
+metrics) so `/model-info` and `/health` never call MLflow either. Reload refreshes it,
+and so does the train step right after its gate (`refresh_registry_snapshot`): when a
+reload then fails, the snapshot already names the new production version and `/health`
+says serving is behind until the next execution's sync (`sync_production`) publishes it.
 
 This module must not import mlflow at import time (the predict function imports it);
 the MLflow client is passed in, and the registry is read through `ctr.registry`'s
@@ -36,7 +39,7 @@ from ctr.errors import ConflictError, DataError, NoModelError, NotFoundError, Va
 from ctr.predictor import MODEL_FILE, TRANSFORM_FILE, Predictor
 from ctr.registry import names
 from ctr.registry.versions import Downloader, RegistrySnapshot, fetch_model, run_metrics, snapshot
-from ctr.steps import ReloadResult
+from ctr.steps import NoModelYet, ReloadResult, SyncResult
 from ctr.storage import Store
 
 log = logging.getLogger(__name__)
@@ -136,10 +139,39 @@ def publish_production(client: Any, store: Store, model_name: str, *,
     return _publish_once(client, store, model_name, downloader)   # the last try raises
 
 
-def _publish_once(client: Any, store: Store, model_name: str,
-                  downloader: Downloader | None) -> ReloadResult:
+def sync_production(client: Any, store: Store, model_name: str, *,
+                    downloader: Downloader | None = None) -> SyncResult:
+    """`publish_production` for the start of every execution: serving catches up with
+    the registry when they differ (a reload that failed after a promotion heals here),
+    and "no production version yet" is an answer (`NoModelYet`), not a failure."""
+    try:
+        return publish_production(client, store, model_name, downloader=downloader)
+    except NoModelError as err:
+        return NoModelYet(reason=err.message)
+
+
+def refresh_registry_snapshot(client: Any, store: Store, model_name: str) -> RegistrySnapshot:
+    """Rewrite `serving/registry.json` from the registry (nothing if unchanged) and return
+    the snapshot. The train step calls it after its gate, so the registry's production
+    version reaches S3 (and `/health`) even when the reload after it fails."""
+    for attempt in range(1, _PUBLISH_ATTEMPTS):
+        try:
+            return _refresh_snapshot_once(client, store, model_name)
+        except ConflictError:
+            log.info("lost a race on %s; re-reading (attempt %d)",
+                     layout.REGISTRY_SNAPSHOT_KEY, attempt)
+    return _refresh_snapshot_once(client, store, model_name)   # the last try raises
+
+
+def _refresh_snapshot_once(client: Any, store: Store, model_name: str) -> RegistrySnapshot:
     snap = snapshot(client, model_name, previous=load_registry_snapshot(store))
     write_registry_snapshot(store, snap)
+    return snap
+
+
+def _publish_once(client: Any, store: Store, model_name: str,
+                  downloader: Downloader | None) -> ReloadResult:
+    snap = _refresh_snapshot_once(client, store, model_name)
     version = snap.production_version
     if version is None:
         raise NoModelError(f"no version of {model_name!r} has the alias "

@@ -297,7 +297,13 @@ class TrainResult(StepModel):
 # --------------------------------------------------------------------------- reload
 
 class ReloadEvent(StepEvent):
-    """The reload function takes no parameters: it always publishes `production`."""
+    """{"action": "publish"} (the default; after a promotion, `ctr reload`) makes serving
+    follow the registry's `production` alias and fails with NoModelError when no version
+    has it. {"action": "sync"} (the first step of every execution) does the same, so a
+    serving pointer left behind by a failed reload heals on the next run, but answers
+    `NoModelYet` instead of failing when there is no production version yet."""
+
+    action: Literal["publish", "sync"] = "publish"
 
 
 class ReloadResult(StepModel):
@@ -307,3 +313,14 @@ class ReloadResult(StepModel):
     status: Literal["published", "unchanged"]
     version: int
     prefix: str
+
+
+class NoModelYet(StepModel):
+    """A sync found no version with the `production` alias: nothing to serve, nothing
+    written but the registry snapshot; `reason` says so."""
+
+    status: Literal["no_model"] = "no_model"
+    reason: str
+
+
+type SyncResult = ReloadResult | NoModelYet

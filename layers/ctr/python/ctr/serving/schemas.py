@@ -195,6 +195,15 @@ class HealthResponse(BaseModel):
     loaded_at: str | None = Field(description="when this instance loaded it")
     model_name: str
     last_error: str | None = Field(description="the last failed pointer check or load, if any")
+    registry_production_version: int | None = Field(
+        description="the version the registry's `production` alias names, as of "
+                    "serving/registry.json (written by the train step and reload)")
+    serving_behind: bool = Field(
+        description="true when the registry's production version is not the one this "
+                    "instance serves: a reload failed or has not been seen yet; the next "
+                    "pipeline execution publishes it first")
+    registry_snapshot_at: str | None = Field(
+        description="when serving/registry.json was last rewritten")
 
 
 class VersionInfo(BaseModel):
@@ -213,6 +222,10 @@ class VersionInfo(BaseModel):
 class ModelInfoResponse(BaseModel):
     model_name: str
     production_version: int | None = Field(description="the version this API serves")
+    registry_production_version: int | None = Field(
+        description="the version the registry's `production` alias names (snapshot)")
+    serving_behind: bool = Field(
+        description="true when the registry's production version is not the one served")
     production: dict[str, Any] | None = Field(
         description="provenance of the served version (serving/v{N}/provenance.json)")
     versions: list[VersionInfo] = Field(description="every registered version, newest first")

@@ -3,23 +3,47 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
 
 from ctr.bundle import load_registry_snapshot
+from ctr.registry.versions import RegistrySnapshot
 from ctr.serving import schemas
 from ctr.serving.dependencies import Cache, Settings
+from ctr.serving.model_cache import LoadedModel
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
+def registry_view(model: LoadedModel | None,
+                  snapshot: RegistrySnapshot | None) -> dict[str, Any]:
+    """The registry's production version (from `serving/registry.json`, which reload and
+    the train step write; never from MLflow) next to the served one: `serving_behind`
+    when the registry names another version, e.g. after a reload that failed; the next
+    execution's sync publishes it."""
+    registry = snapshot.production_version if snapshot else None
+    served = model.ref["version"] if model else None
+    return {"registry_production_version": registry,
+            "serving_behind": registry is not None and registry != served}
+
+
 def health(cache: Cache, settings: Settings) -> dict[str, Any]:
-    """Liveness and which model is loaded (checks the pointer if its TTL passed)."""
+    """Liveness, which model is loaded (checks the pointer if its TTL passed) and
+    whether it is the registry's production version."""
     cache.refresh()
     model = cache.current
     age = cache.pointer_age()
+    try:
+        snapshot = load_registry_snapshot(cache.store)
+    except Exception as err:  # liveness must not depend on the snapshot being readable
+        log.warning("registry snapshot unreadable: %s", err, exc_info=True)
+        snapshot = None
     return {
+        **registry_view(model, snapshot),
+        "registry_snapshot_at": snapshot.generated_at if snapshot else None,
         "status": "ok" if model else "no_model",
         "model_loaded": model is not None,
         "version": model.ref["version"] if model else None,
@@ -33,14 +57,16 @@ def health(cache: Cache, settings: Settings) -> dict[str, Any]:
 
 
 def model_info(cache: Cache, settings: Settings) -> dict[str, Any]:
-    """Registered versions with aliases, status, run and metrics, and the provenance
-    of the served version (from S3 snapshots written by reload, not from MLflow)."""
+    """Registered versions with aliases, status, run and metrics, the provenance of the
+    served version and whether it is the registry's production version (from S3
+    snapshots written by reload and train, not from MLflow)."""
     cache.refresh()
     model = cache.current
     snapshot = load_registry_snapshot(cache.store)
     return {
         "model_name": snapshot.model_name if snapshot else settings.model_name,
         "production_version": model.ref["version"] if model else None,
+        **registry_view(model, snapshot),
         "production": model.provenance.model_dump(mode="json") if model else None,
         "versions": [v.model_dump(mode="json") for v in snapshot.versions] if snapshot else [],
         "snapshot_generated_at": snapshot.generated_at if snapshot else None,
