@@ -1,9 +1,16 @@
-"""`ctr model list | promote VERSION | rollback | bench`: the model registry by hand.
+"""`ctr model list | promote VERSION | rollback | history | bench`: the model registry by hand.
 
 The tracking server is --tracking-uri, else $MLFLOW_TRACKING_URI, else the running
 local cloud's MLflow; the model is --model-name, else $MODEL_NAME, else
 criteo_ctr_model. Promote and rollback move registry aliases only: serving follows at
 the next reload (`ctr reload`, or the next pipeline run).
+
+Promote and rollback append to the audit trail (`ctr.registry.audit`: an object under
+`audit/` and an EventBridge event) with the actor `cli:<user>` ($CTR_ACTOR, else the
+login name). The trail's bucket is --bucket, else $CTR_BUCKET, else the local cloud's
+bucket when the registry is the local cloud's too (no --tracking-uri or
+$MLFLOW_TRACKING_URI); without one the command says that it wrote no record.
+`history` prints the trail.
 """
 
 from __future__ import annotations
@@ -11,10 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ctr.registry import VersionSummary
+    from ctr.registry.audit import AuditEvent, AuditRecorder
+    from ctr.storage import Store
 
 DEFAULT_MODEL_NAME = "criteo_ctr_model"
 
@@ -32,12 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("version", type=int)
     p.add_argument("--reason", default="manual promotion (ctr model promote)")
     _add_registry_arguments(p)
+    _add_audit_arguments(p)
     p.set_defaults(func=cmd_promote)
 
     p = model_sub.add_parser("rollback", help="production <- previous")
     p.add_argument("--reason", default="manual rollback (ctr model rollback)")
     _add_registry_arguments(p)
+    _add_audit_arguments(p)
     p.set_defaults(func=cmd_rollback)
+
+    p = model_sub.add_parser("history", help="the audit trail: every registry event")
+    p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", DEFAULT_MODEL_NAME))
+    p.add_argument("--limit", type=int, default=None, help="only the newest N events")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_audit_arguments(p)
+    p.set_defaults(func=cmd_history, tracking_uri=None)
 
     p = model_sub.add_parser("bench", help="training quality benchmark on synthetic data")
     p.add_argument("--rows", type=int, default=2_000_000)
@@ -52,6 +71,46 @@ def _add_registry_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
                                           "$MLFLOW_TRACKING_URI, else the local cloud's)")
     p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", DEFAULT_MODEL_NAME))
+
+
+def _add_audit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bucket", help="bucket of the audit trail (default: $CTR_BUCKET, else "
+                                    "the local cloud's)")
+    p.add_argument("--endpoint-url", help="S3 and EventBridge endpoint (default: "
+                                          "$AWS_ENDPOINT_URL or AWS)")
+
+
+def audit_target(args: argparse.Namespace) -> tuple[Store, Any] | None:
+    """(store, events client) of the audit trail, or None (see the module docstring)."""
+    from ctr.registry.audit import events_client
+    from ctr.storage import Store, make_s3_client
+
+    bucket = args.bucket or os.environ.get("CTR_BUCKET")
+    if bucket:
+        return (Store(make_s3_client(args.endpoint_url), bucket),
+                events_client(args.endpoint_url))
+    if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return None                 # another registry: the local cloud's bucket is not its
+    from ctr_infra import localcloud
+
+    cfg = localcloud.CloudConfig()
+    bucket = localcloud.read_outputs(cfg).get("BucketName")
+    if not bucket:
+        return None
+    return (Store(localcloud.boto3_client(cfg, "s3"), bucket),
+            localcloud.boto3_client(cfg, "events"))
+
+
+def recorder_for(args: argparse.Namespace) -> AuditRecorder | None:
+    from ctr.registry.audit import AuditRecorder, cli_user
+
+    target = audit_target(args)
+    if target is None:
+        print("note: no audit bucket (--bucket or $CTR_BUCKET): this change is not "
+              "recorded in the audit trail", file=sys.stderr)
+        return None
+    store, events = target
+    return AuditRecorder(store, events, actor=cli_user(), manual=True)
 
 
 def client_for(args: argparse.Namespace) -> Any:
@@ -95,7 +154,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from ctr import registry
 
-    out = registry.promote(client_for(args), args.model_name, args.version, reason=args.reason)
+    out = registry.promote(client_for(args), args.model_name, args.version, reason=args.reason,
+                           recorder=recorder_for(args))
     print(f"{out.status}: production = v{out.production}, previous = "
           f"{'v' + str(out.previous) if out.previous else '-'}"
           "\nserving follows at the next reload (`ctr reload`)")
@@ -105,12 +165,50 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ctr import registry
 
-    out = registry.rollback(client_for(args), args.model_name, reason=args.reason)
+    out = registry.rollback(client_for(args), args.model_name, reason=args.reason,
+                            recorder=recorder_for(args))
     if out.status == "unchanged":
         print(f"unchanged: production = v{out.production}; {out.reason}")
         return 1
-    print(f"rolled back: production = v{out.production} (was v{out.rolled_back})"
-          "\nserving follows at the next reload (`ctr reload`)")
+    print(f"rolled back: production = v{out.production} (restored; was v{out.rolled_back})"
+          f", reason: {args.reason}\nserving follows at the next reload (`ctr reload`)")
+    return 0
+
+
+def format_history(events: list[AuditEvent]) -> str:
+    header = ("time", "kind", "version", "production", "previous", "actor", "reason")
+    rows = [header]
+
+    def v(n: int | None) -> str:
+        return "-" if n is None else f"v{n}"
+
+    for e in events:
+        rows.append((e.time, e.kind, v(e.version),
+                     f"{v(e.production_before)}->{v(e.production_after)}",
+                     f"{v(e.previous_before)}->{v(e.previous_after)}", e.actor,
+                     e.reason[:80]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from ctr.errors import ConfigError
+    from ctr.registry.audit import list_events
+
+    target = audit_target(args)
+    if target is None:
+        raise ConfigError("no audit bucket: pass --bucket, set CTR_BUCKET, or start the "
+                          "local cloud (make up)")
+    events = list_events(target[0], args.model_name)
+    if args.limit is not None:
+        events = events[-args.limit:] if args.limit > 0 else []
+    if args.json:
+        print(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
+    elif not events:
+        print(f"{args.model_name}: no registry events recorded yet")
+    else:
+        print(format_history(events))
     return 0
 
 

@@ -9,6 +9,7 @@ REJECTS_PREFIX = "rejects/"
 SERVING_PREFIX = "serving/"
 STATE_PREFIX = "state/"
 MLFLOW_ARTIFACTS_PREFIX = "mlflow-artifacts/"
+AUDIT_PREFIX = "audit/"  # registry events, one create-only object each (ctr.registry.audit)
 
 PRODUCTION_POINTER_KEY = "serving/production.json"
 

@@ -20,7 +20,7 @@ from ctr.serving import schemas
 from ctr.serving.body_limit import BodyLimit
 from ctr.serving.errors import install_error_handlers
 from ctr.serving.model_cache import LoadedModel, ModelCache
-from ctr.serving.routes import predict, samples, status, web
+from ctr.serving.routes import history, predict, samples, status, web
 from ctr.serving.samples import SampleSource
 from ctr.serving.settings import ServingSettings
 from ctr.storage import Store
@@ -52,7 +52,7 @@ def create_app(settings: ServingSettings,
     app.state.samples = SampleSource(cache, settings.pointer_ttl_seconds)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for module in (predict, status, samples):
+    for module in (predict, status, samples, history):
         app.include_router(module.router)
     web.install(app, web.find_web_dir(settings.web_dir))
     return app

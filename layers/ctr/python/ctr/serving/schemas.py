@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 
 from ctr import criteo
 from ctr.errors import ValidationError
+from ctr.registry.audit import AuditEvent
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS
 
 # The OpenAPI schema says what `ctr.criteo` accepts (tested by fuzzing it with
@@ -248,3 +249,9 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="error class, e.g. ValidationError or NoModelError")
     message: str
     errors: list[ErrorItem] = []
+
+
+class ModelHistoryResponse(BaseModel):
+    model_name: str
+    events: list[AuditEvent] = Field(
+        description="registry events, newest first (audit/<model>/ in the bucket)")
