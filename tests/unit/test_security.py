@@ -21,6 +21,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from ctr import aggregate, bundle, chunking, guard, synth, training
+from ctr.registry import audit
 from ctr.serving.app import ServingSettings, create_app
 from ctr.storage import Store
 from ctr_infra import localcloud
@@ -43,8 +44,9 @@ def as_list(value: Any) -> list[Any]:
 
 # Every waiver must be listed here too, so that a new one is a visible decision; each
 # carries its justification inline in the template / Dockerfile.
-ACCEPTED_WAIVERS = {"CKV_AWS_18", "CKV_AWS_76", "CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117",
-                    "CKV_AWS_120", "CKV_AWS_173", "CKV_DOCKER_2", "CKV_DOCKER_3"}
+ACCEPTED_WAIVERS = {"CKV_AWS_18", "CKV_AWS_26", "CKV_AWS_76", "CKV_AWS_115", "CKV_AWS_116",
+                    "CKV_AWS_117", "CKV_AWS_120", "CKV_AWS_173", "CKV_DOCKER_2",
+                    "CKV_DOCKER_3"}
 
 
 def run_checkov() -> list[dict[str, Any]]:
@@ -163,11 +165,17 @@ def test_the_emulator_credentials_come_from_the_environment(monkeypatch, tmp_pat
 
 BUCKET = "arn:aws:s3:::bucket"
 S3_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:AbortMultipartUpload"}
+# The one non-S3 action a function may have: the train function's registry events.
+DEFAULT_BUS_SUB = ("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}"
+                   ":event-bus/default")
+DEFAULT_BUS = "arn:aws:events:us-east-1:000000000000:event-bus/default"
 
 
 def resolve(value: Any) -> str:
     if value == {"Fn::GetAtt": ["DataBucket", "Arn"]}:
         return BUCKET
+    if value == {"Fn::Sub": DEFAULT_BUS_SUB}:
+        return DEFAULT_BUS
     if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
         return value["Fn::Sub"].replace("${DataBucket.Arn}", BUCKET)
     raise AssertionError(f"unexpected IAM resource {value!r}")
@@ -178,21 +186,31 @@ def statements(logical: str) -> list[dict[str, Any]]:
             for s in policy["Statement"]]
 
 
-def allowed(logical: str, action: str, resource: str, prefix: str | None = None) -> bool:
+def allowed(logical: str, action: str, resource: str, prefix: str | None = None,
+            if_none_match: bool = False) -> bool:
+    """Whether `logical`'s policy allows the request. `if_none_match`: the request
+    carries an If-None-Match header (a create-only PUT)."""
     for stmt in statements(logical):
         if stmt["Effect"] != "Allow" or not any(
                 fnmatch.fnmatchcase(action, a) for a in as_list(stmt["Action"])):
             continue
         resources = [r for r in as_list(stmt["Resource"]) if not isinstance(r, dict)
-                     or "DataBucket" in json.dumps(r)]
+                     or "DataBucket" in json.dumps(r) or r == {"Fn::Sub": DEFAULT_BUS_SUB}]
         if not any(fnmatch.fnmatchcase(resource, resolve(r)) for r in resources):
             continue
         condition = stmt.get("Condition")
         if condition:
-            assert set(condition) == {"StringLike"}, condition
-            patterns = as_list(condition["StringLike"]["s3:prefix"])
-            if prefix is None or not any(fnmatch.fnmatchcase(prefix, p) for p in patterns):
-                continue
+            assert set(condition) in ({"StringLike"}, {"Null"}), condition
+            if "Null" in condition:
+                # {"Null": {"s3:if-none-match": "false"}}: the header must be present.
+                assert condition["Null"] == {"s3:if-none-match": "false"}, condition
+                if not if_none_match:
+                    continue
+            else:
+                patterns = as_list(condition["StringLike"]["s3:prefix"])
+                if prefix is None or not any(fnmatch.fnmatchcase(prefix, p)
+                                             for p in patterns):
+                    continue
         return True
     return False
 
@@ -210,11 +228,14 @@ def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
             for resource in as_list(stmt["Resource"]):
                 assert resource != "*" and not isinstance(resource, str), (logical, resource)
                 text = json.dumps(resource)
-                assert "DataBucket" in text or "${AWS::StackName}-pipeline" in text, \
-                    (logical, resource)
+                assert ("DataBucket" in text or "${AWS::StackName}-pipeline" in text
+                        or resource == {"Fn::Sub": DEFAULT_BUS_SUB}), (logical, resource)
+                if resource == {"Fn::Sub": DEFAULT_BUS_SUB}:
+                    assert as_list(stmt["Action"]) == ["events:PutEvents"], stmt
     for logical in FUNCTIONS:
         actions = {a for s in statements(logical) for a in as_list(s["Action"])}
-        assert actions <= S3_ACTIONS, (logical, actions - S3_ACTIONS)
+        expected = S3_ACTIONS | ({"events:PutEvents"} if logical == "TrainFunction" else set())
+        assert actions <= expected, (logical, actions - expected)
 
 
 # Which prefixes each function may write (ctr/layout.py; the state of the pipeline).
@@ -222,7 +243,8 @@ WRITES = {
     "GuardFunction": {"state/*"},
     "ChunkFunction": {"raw/*", "state/*", "chunks/*"},
     "AggregateFunction": {"parquet/*", "rejects/*"},
-    "TrainFunction": {"mlflow-artifacts/*"},     # only when MLflow does not proxy artifacts
+    "TrainFunction": {"mlflow-artifacts/*",      # only when MLflow does not proxy artifacts
+                      "audit/*"},                # the audit trail, create-only
     "ReloadFunction": {"serving/*"},              # the bundle and the production pointer
     "PredictFunction": set(),                     # read-only: cannot promote or publish
 }
@@ -259,14 +281,16 @@ class RecordingS3:
     def __init__(self) -> None:
         self.inner = MemoryS3()
         self.role: str | None = None
-        self.requests: list[tuple[str, str, str, str | None]] = []
+        self.requests: list[tuple[str, str, str, str | None, bool]] = []
 
-    def _record(self, action: str, resource: str, prefix: str | None = None) -> None:
+    def _record(self, action: str, resource: str, prefix: str | None = None,
+                if_none_match: bool = False) -> None:
         if self.role:
-            self.requests.append((self.role, action, resource, prefix))
+            self.requests.append((self.role, action, resource, prefix, if_none_match))
 
     def _object(self, action: str, method: str, kwargs: dict[str, Any]) -> Any:
-        self._record(action, f"{BUCKET}/{kwargs['Key']}")
+        self._record(action, f"{BUCKET}/{kwargs['Key']}",
+                     if_none_match="IfNoneMatch" in kwargs)
         try:
             return getattr(self.inner, method)(**kwargs)
         except ClientError as err:
@@ -320,6 +344,10 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     assert aggregate.aggregate(store).converted == [0, 1, 2, 3]
     s3.role = "TrainFunction"
     assert training.load_window(store, max_train_rows=10_000).holdout.num_rows > 0
+    events = RecordingEvents(s3)
+    recorder = audit.AuditRecorder(store, events, actor="exec-1")
+    for _ in range(2):                 # the second is a retry: it re-reads the record
+        audit.record_registered(recorder, model_name=MODEL_NAME, version=1)
     s3.role = "ReloadFunction"
     registry = FakeMlflowClient(tmp_path / "mlflow")
     registry.set_alias("production", registry.add_version(tiny_predictor(0)))
@@ -330,15 +358,43 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     sample = api.get("/samples")
     assert sample.status_code == 200, sample.text
     assert api.get("/model-info").status_code == 200
+    assert len(api.get("/model-history").json()["events"]) == 1
     assert api.post("/predict", json={"rows": [{"I1": 1, "C1": "68fd1e64"}]}).status_code == 200
 
     assert {role for role, *_ in s3.requests} == set(FUNCTIONS)
-    denied = sorted({(role, action, resource, prefix) for role, action, resource, prefix
-                     in s3.requests if not allowed(role, action, resource, prefix)})
+    denied = sorted({request for request in s3.requests if not allowed(*request)})
     assert not denied, denied
+    assert ("TrainFunction", "events:PutEvents", DEFAULT_BUS, None, False) in s3.requests
     # The check can fail: the same requests under another function's policy are denied.
     assert not allowed("PredictFunction", "s3:PutObject", f"{BUCKET}/serving/production.json")
     assert not allowed("GuardFunction", "s3:GetObject", f"{BUCKET}/parquet/part_000000.parquet")
+
+
+class RecordingEvents:
+    """An EventBridge client that records PutEvents (on the bus the entry names) in the
+    same request list as RecordingS3."""
+
+    def __init__(self, s3: RecordingS3) -> None:
+        self.s3 = s3
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        for entry in Entries:
+            bus = entry.get("EventBusName", "default")
+            self.s3._record("events:PutEvents", DEFAULT_BUS.rsplit("/", 1)[0] + f"/{bus}")
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "1"} for _ in Entries]}
+
+
+def test_the_audit_trail_is_create_only_and_readable_only_where_needed():
+    key = f"{BUCKET}/audit/{MODEL_NAME}/20260101T000000.000000-promoted-v1-abc.json"
+    assert allowed("TrainFunction", "s3:PutObject", key, if_none_match=True)
+    assert not allowed("TrainFunction", "s3:PutObject", key)          # an overwrite
+    assert allowed("PredictFunction", "s3:GetObject", key)            # /model-history
+    assert not allowed("PredictFunction", "s3:PutObject", key, if_none_match=True)
+    assert not allowed("ReloadFunction", "s3:PutObject", key, if_none_match=True)
+    assert allowed("TrainFunction", "events:PutEvents", DEFAULT_BUS)
+    assert not allowed("TrainFunction", "events:PutEvents",
+                       DEFAULT_BUS.replace("/default", "/other"))
+    assert not allowed("PredictFunction", "events:PutEvents", DEFAULT_BUS)
 
 
 # --------------------------------------------------------------------------- API key
