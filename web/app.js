@@ -1,6 +1,8 @@
 /*
  * The CTR pipeline's web page: shows the production model with its provenance,
- * the registered versions, and asks the prediction API for click probabilities.
+ * the registered versions, the registry's history (/model-history: every
+ * registration, promotion, rejection and rollback), and asks the prediction API
+ * for click probabilities.
  *
  * Plain browser JavaScript, no build step and no libraries. Every API URL is
  * relative to the page, so the same file works at the API root and behind an
@@ -19,11 +21,21 @@
   const REQUEST_TIMEOUT_MS = 30000; // API Gateway gives up at 29 s
   const SVG_NS = "http://www.w3.org/2000/svg";
   const KNOWN_STATUSES = ["production", "previous", "rejected", "candidate", "archived"];
+  const HISTORY_LIMIT = 20;
+  // Audit event kinds (ctr.registry.audit) -> label and the badge colour they share.
+  const EVENT_KINDS = {
+    registered: ["registered", "candidate"],
+    promoted: ["promoted", "production"],
+    manual_promote: ["promoted by hand", "production"],
+    rejected: ["rejected", "rejected"],
+    rollback: ["rolled back", "previous"],
+  };
 
   const apiBase = resolveApiBase();
 
   const state = {
     info: null, // last /model-info body
+    history: null, // last /model-history body
     health: null, // last /health body
     samples: [], // [{row, line}] from /samples, used in turn
     sampleIndex: -1,
@@ -259,7 +271,8 @@
     const versionsCard = $("versions-card");
     prodCard.setAttribute("aria-busy", "true");
     versionsCard.setAttribute("aria-busy", "true");
-    const [health, info] = await Promise.allSettled([api("health"), api("model-info")]);
+    const [health, info, history] = await Promise.allSettled(
+      [api("health"), api("model-info"), api(`model-history?limit=${HISTORY_LIMIT}`)]);
     if (health.status === "fulfilled") {
       state.health = health.value;
       renderHealth(health.value, null);
@@ -275,6 +288,65 @@
     }
     prodCard.removeAttribute("aria-busy");
     versionsCard.removeAttribute("aria-busy");
+    if (history.status === "fulfilled") {
+      state.history = history.value;
+      renderHistory();
+    } else {
+      renderHistoryError(history.reason);
+    }
+    $("history-card").removeAttribute("aria-busy");
+  }
+
+  /* ---------- registry history ---------- */
+
+  function versionLabel(n) {
+    return n === null || n === undefined ? "none" : `v${n}`;
+  }
+
+  /** "production v2 → v3" when an alias moved, else null. */
+  function aliasMove(name, before, after) {
+    if (String(before ?? "") === String(after ?? "")) return null;
+    return `${name} ${versionLabel(before)} → ${versionLabel(after)}`;
+  }
+
+  function renderHistory() {
+    const body = $("history-body");
+    const events = (state.history && state.history.events) || [];
+    $("history-card").dataset.state = events.length ? "ready" : "empty";
+    if (!events.length) {
+      fill(body,
+        el("div", { class: "empty-state", id: "history-empty" },
+          el("p", { class: "empty-title", text: "No registry events yet" }),
+          el("p", { text: "Each registration, promotion, rejection and rollback is recorded here, with who did it and why." })),
+      );
+      return;
+    }
+    fill(body, el("ol", { class: "timeline", id: "history-list" }, events.map(historyItem)));
+  }
+
+  function historyItem(e) {
+    const [label, colour] = EVENT_KINDS[e.kind] || [String(e.kind), "none"];
+    const moves = [aliasMove("production", e.production_before, e.production_after),
+      aliasMove("previous", e.previous_before, e.previous_after)].filter(Boolean);
+    return el("li", { class: "timeline-item", "data-kind": e.kind },
+      el("span", { class: `swatch swatch-${colour} timeline-dot`, "aria-hidden": "true" }),
+      el("div", { class: "timeline-head" },
+        el("time", { datetime: e.time, title: fmtAgo(e.time) || null, text: fmtTime(e.time) }),
+        el("span", { class: `badge badge-${colour}`, text: label }),
+        el("span", { class: "ver", text: versionLabel(e.version) })),
+      el("p", { class: "timeline-reason", text: e.reason }),
+      el("p", { class: "timeline-meta" },
+        moves.length ? `${moves.join(" · ")} · ` : "",
+        "by ", el("span", { class: "mono", text: e.actor })),
+    );
+  }
+
+  function renderHistoryError(error) {
+    $("history-card").dataset.state = "error";
+    fill($("history-body"),
+      el("div", { class: "notice notice-error", role: "alert" },
+        el("p", { class: "notice-title", text: "The registry history is unavailable" }),
+        el("p", { text: error.message })));
   }
 
   function renderModelsError(error) {

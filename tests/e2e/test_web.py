@@ -5,6 +5,8 @@ Each test saves screenshots under test-artifacts/e2e/ (see conftest.py).
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -19,6 +21,9 @@ def test_no_model_state_is_explained(page: Page, empty_api: str) -> None:
     expect(page.locator("#production-card")).to_have_attribute("data-state", "no-model")
     expect(page.locator("#no-model")).to_contain_text("No model in production yet")
     expect(page.locator("#api-status")).to_contain_text("No model yet")
+    # An empty bucket has no audit trail either: the timeline says so.
+    expect(page.locator("#history-card")).to_have_attribute("data-state", "empty")
+    expect(page.locator("#history-empty")).to_contain_text("No registry events yet")
 
     # Asking anyway shows the API's own 503 message, not a generic failure.
     api_answer = httpx.post(f"{empty_api}/predict", json={"rows": [{}]}, timeout=30)
@@ -94,6 +99,9 @@ def test_page_fits_a_narrow_screen(page: Page, live_api: str) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{live_api}/")
     expect(page.locator("#versions-card")).to_have_attribute("data-state", "ready")
+    # The registry timeline loads (from /model-history) and wraps on a narrow screen too.
+    expect(page.locator("#history-card")).to_have_attribute("data-state",
+                                                            re.compile("^(ready|empty)$"))
     overflow = page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a 390px screen"
