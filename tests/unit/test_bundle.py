@@ -42,6 +42,10 @@ def publish(client: FakeMlflowClient, store: Store) -> ReloadResult:
     return bundle.publish_production(client, store, MODEL_NAME, downloader=copy_downloader)
 
 
+def sync(client: FakeMlflowClient, store: Store) -> Any:
+    return bundle.sync_production(client, store, MODEL_NAME, downloader=copy_downloader)
+
+
 def puts(s3: MemoryS3) -> int:
     return s3.calls.count("put_object")
 
@@ -83,15 +87,18 @@ def test_first_publish_writes_bundle_snapshot_and_pointer(client, store):
     assert v1["created_at"].startswith("2023-11-14T")
 
 
-def test_second_publish_is_a_no_op(client, store, s3):
+@pytest.mark.parametrize("again", ["publish", "sync"])
+def test_second_publish_is_a_no_op(client, store, s3, again):
+    """...and so is the sync at the start of an execution while serving follows."""
     client.add_version(tiny_predictor(0))
     client.set_alias("production", 1)
     publish(client, store)
     before = puts(s3)
 
-    result = publish(client, store)
+    result = publish(client, store) if again == "publish" else sync(client, store)
 
-    assert result.status == "unchanged"
+    assert result.to_payload() == {"status": "unchanged", "version": 1,
+                                   "prefix": "serving/v1/"}
     assert puts(s3) == before
 
 
@@ -258,10 +265,6 @@ def test_load_bundle_reports_a_missing_file(store):
 
 # ------------------------------------------------------------- serving follows the registry
 
-def sync(client: FakeMlflowClient, store: Store) -> Any:
-    return bundle.sync_production(client, store, MODEL_NAME, downloader=copy_downloader)
-
-
 def test_sync_before_any_production_version_is_an_answer_not_an_error(client, store, s3):
     assert sync(client, store).to_payload() == {
         "status": "no_model",
@@ -274,19 +277,6 @@ def test_sync_before_any_production_version_is_an_answer_not_an_error(client, st
     assert bundle.load_pointer(store) is None
     assert [v.version for v in bundle.load_registry_snapshot(store).versions] == [1]
     assert not [k for k in s3.objects if k.startswith("serving/v")]
-
-
-def test_sync_writes_nothing_while_serving_follows_the_registry(client, store, s3):
-    client.add_version(tiny_predictor(0))
-    client.set_alias("production", 1)
-    publish(client, store)
-    before = puts(s3)
-
-    result = sync(client, store)
-
-    assert result.to_payload() == {"status": "unchanged", "version": 1,
-                                   "prefix": "serving/v1/"}
-    assert puts(s3) == before
 
 
 def test_a_promotion_whose_reload_failed_shows_in_the_snapshot_and_heals_at_sync(client,
