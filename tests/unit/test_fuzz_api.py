@@ -30,7 +30,7 @@ from tests.unit.test_serving_app import Cloud
 
 PREDICT = "POST /predict"
 OPERATIONS = {PREDICT, "GET /health", "POST /health", "GET /model-info", "POST /model_info",
-              "GET /samples"}
+              "GET /samples", "GET /model-history"}
 NO_TRACE = ("Traceback", 'File "')
 
 
@@ -99,6 +99,9 @@ def test_fuzz_with_a_model_finds_no_server_error_and_no_schema_mismatch(tmp_path
     assert predict[("positive", 200)] >= 100, predict
     assert predict[("negative", 422)] >= 100, predict
     assert seen[("positive", "GET /samples", 200)] >= 10
+    # /model-history's limit: in range answers (an empty trail), out of range is a 422
+    assert seen[("positive", "GET /model-history", 200)] >= 5
+    assert seen[("negative", "GET /model-history", 422)] >= 1
     assert sum(seen.values()) >= 300
 
 
