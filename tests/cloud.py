@@ -118,8 +118,16 @@ class LambdaError(AssertionError):
         self.error_type = body.get("errorType")
 
 
+# The gate's stack parameters scaled to the suite's data (parts of a few thousand rows);
+# the rule itself is the production one (ctr.registry.decision).
+TEST_STACK_PARAMETERS = {"CTR_HOLDOUT_MIN_ROWS": "200", "CTR_MIN_NEW_ROWS": "1"}
+
+
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     cfg = CloudConfig.on_free_ports(Path(tmp_path_factory.mktemp("localcloud")), "ctr-test")
-    with running_cloud(cfg) as outputs:
-        yield Cloud(cfg=cfg, outputs=outputs)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in TEST_STACK_PARAMETERS.items():
+            mp.setenv(key, value)
+        with running_cloud(cfg) as outputs:
+            yield Cloud(cfg=cfg, outputs=outputs)

@@ -21,9 +21,10 @@ from mlflow import MlflowClient
 
 from ctr import faults
 from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
-from ctr.registry.train_step import train_and_register
+from ctr.registry.decision import GatePolicy
+from ctr.registry.train_step import TrainPolicy, train_and_register
 from ctr.steps import TrainEvent, parse_event
-from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams
+from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams, WindowSpec
 
 logger, tracer, metrics = observability()
 
@@ -34,7 +35,24 @@ class Settings(FunctionSettings):
     experiment_name: str
     max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS
     num_boost_round: int = TrainParams.num_boost_round
-    promotion_tolerance: float = 0.0
+    holdout_min_rows: int = WindowSpec.holdout_min_rows
+    holdout_share: float = WindowSpec.holdout_share
+    validation_share: float = WindowSpec.validation_share
+    min_new_rows: int = TrainPolicy.min_new_rows
+    promotion_tolerance: float = GatePolicy.tolerance
+    calibration_band: float = GatePolicy.calibration_band
+    auc_tolerance: float = GatePolicy.auc_tolerance
+
+    def policy(self, max_rows: int | None = None) -> TrainPolicy:
+        return TrainPolicy(
+            window=WindowSpec(max_rows=max_rows or self.max_train_rows,
+                              holdout_min_rows=self.holdout_min_rows,
+                              holdout_share=self.holdout_share,
+                              validation_share=self.validation_share),
+            gate=GatePolicy(tolerance=self.promotion_tolerance,
+                            calibration_band=self.calibration_band,
+                            auc_tolerance=self.auc_tolerance),
+            min_new_rows=self.min_new_rows)
 
 
 settings = Settings()  # type: ignore[call-arg]  # values come from the environment
@@ -51,8 +69,7 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
     result = train_and_register(
         store, client, model_name=settings.model_name,
         experiment_name=settings.experiment_name, params=params,
-        max_train_rows=request.max_train_rows or settings.max_train_rows,
-        tolerance=settings.promotion_tolerance, execution=request.execution,
+        policy=settings.policy(request.max_train_rows), execution=request.execution,
         force=request.force)
     logger.info("train run", extra={"result": result.to_payload()})
     if result.status == "trained":

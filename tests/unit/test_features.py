@@ -57,8 +57,9 @@ def small_table() -> pa.Table:
 @pytest.fixture(scope="module")
 def trained():
     table, _ = synth.generate_table(6000, seed=3)
-    train, holdout = table.slice(0, 5000), table.slice(5000)
-    result = fit(train, holdout, TrainParams(num_boost_round=15, min_count=5, nthread=1))
+    train, validation, holdout = table.slice(0, 4500), table.slice(4500, 500), table.slice(5000)
+    result = fit(train, validation, holdout,
+                 TrainParams(num_boost_round=15, min_count=5, nthread=1))
     return result, holdout
 
 

@@ -8,19 +8,21 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
-from ctr import layout, registry
+from ctr import layout, registry, synth
 from ctr import metrics as m
 from ctr.errors import NoModelError, NotFoundError, TransientError
 from ctr.registry import gate as gating
 from ctr.registry import names, runlog, versions
-from ctr.registry.train_step import train_and_register
+from ctr.registry.decision import GatePolicy
+from ctr.registry.train_step import TrainPolicy, train_and_register
 from ctr.storage import Store
-from ctr.training import TrainParams, load_window
+from ctr.training import TrainParams, WindowSpec, load_window
 from ctr_infra.memory_s3 import MemoryS3
-from tests.synth_parts import put_parts
+from tests.synth_parts import parquet_bytes, put_parts
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -29,6 +31,12 @@ ROWS = 4000
 PARAMS = TrainParams(num_boost_round=40, early_stopping_rounds=5, max_depth=4, eta=0.3,
                      min_count=20, max_categories=50, nthread=1)
 WEAK = TrainParams(num_boost_round=1, max_depth=1, eta=0.05, nthread=1)
+# A first model that clearly beats the constant prior but leaves room for a better one.
+FIRST = TrainParams(num_boost_round=3, early_stopping_rounds=0, max_depth=2, eta=0.3,
+                    min_count=20, max_categories=50, nthread=1)
+# The production defaults scaled to 4,000-row parts.
+POLICY = TrainPolicy(window=WindowSpec(max_rows=40_000, holdout_min_rows=400),
+                     gate=GatePolicy(tolerance=0.001), min_new_rows=1)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +79,8 @@ class Scenario:
     def train(self, step: str, params: TrainParams, **kw) -> dict:
         out = train_and_register(
             self.store, self.client, model_name=self.name, experiment_name=self.experiment,
-            params=params, execution=f"exec-{step}", **kw).to_payload()
+            params=params, policy=kw.pop("policy", POLICY), execution=f"exec-{step}",
+            **kw).to_payload()
         self.results[step] = out
         self.aliases[step] = _aliases(self.client, self.name) if out["version"] else {}
         self.tags[step] = {int(v.version): dict(v.tags) for v in
@@ -85,14 +94,14 @@ def scenario(client, tmp_path_factory) -> Scenario:
     s.results["empty"] = train_and_register(
         s.store, client, model_name=s.name, experiment_name=s.experiment).to_payload()
     put_parts(s.store, 0, 2, ROWS, seed=7)
-    s.train("v1", WEAK)
+    s.train("v1", FIRST)
     s.train("skip", PARAMS)
     put_parts(s.store, 2, 1, ROWS, seed=7)
     s.train("v2", PARAMS)
-    s.holdout_v2 = load_window(s.store, 1).holdout
+    s.holdout_v2 = load_window(s.store, POLICY.window).holdout
     put_parts(s.store, 3, 1, ROWS, seed=7)
     s.train("v3", WEAK)
-    s.holdout_v3 = load_window(s.store, 1).holdout
+    s.holdout_v3 = load_window(s.store, POLICY.window).holdout
 
     real_gate = gating.gate
     def crash(*a, **k):
@@ -122,7 +131,7 @@ def test_first_version_becomes_production_with_a_complete_run(scenario, client):
     for key in ("holdout_logloss", "holdout_auc", "calibration_error", "train_rows",
                 "holdout_rows", "positive_rate", "training_seconds", "peak_rss_mb"):
         assert key in run.data.metrics, key
-    assert run.data.metrics["train_rows"] == ROWS and run.data.params["max_depth"] == "1"
+    assert run.data.metrics["train_rows"] == 6480 and run.data.params["max_depth"] == "2"
     assert run.data.tags["execution"] == "exec-v1"
     artifacts = {f.path for f in client.list_artifacts(out["run_id"], "plots")}
     assert artifacts == {f"plots/{n}" for n in ("roc.png", "reliability.png",
@@ -134,8 +143,13 @@ def test_first_version_becomes_production_with_a_complete_run(scenario, client):
         names.TRANSFORM_ARTIFACT]
     inputs = {d.dataset.name: (d.dataset.digest, [t.value for t in d.tags])
               for d in run.inputs.dataset_inputs}
-    assert set(inputs) == {layout.parquet_key(0), layout.parquet_key(1)}
-    assert inputs[layout.parquet_key(1)][1] == ["holdout"]
+    # 8,000 rows: holdout max(400, 800) = 800, validation 720, training 6,480.
+    p0, p1 = layout.parquet_key(0), layout.parquet_key(1)
+    assert {name: roles for name, (_, roles) in inputs.items()} == {
+        f"{p0}[0:4000]": ["training"], f"{p1}[0:2480]": ["training"],
+        f"{p1}[2480:3200]": ["validation"], f"{p1}[3200:4000]": ["holdout"]}
+    assert all(len(digest) == 16 for digest, _ in inputs.values())
+    assert run.data.tags["data_holdout_rows"].startswith(f"{layout.parquet_key(1)}[3200:4000]@")
     tags = scenario.tags["v1"][1]
     assert tags["status"] == "production" and "first model" in tags["status_reason"]
     assert tags["data_window"].startswith("parquet parts 0-1, 8000 rows")
@@ -175,7 +189,8 @@ def test_worse_model_is_rejected_and_production_is_unchanged(scenario, client):
     assert tags["status"] == "rejected"
     assert "worse than production v2" in tags["status_reason"]
     assert float(tags["candidate_holdout_logloss"]) > float(tags["production_holdout_logloss"])
-    assert tags["compared_with_version"] == "2" and tags["promotion_tolerance"] == "0"
+    assert tags["compared_with_version"] == "2" and tags["promotion_tolerance"] == "0.001"
+    assert float(tags["logloss_diff_upper95"]) > 0.001           # the bound decided
 
 
 def test_a_version_whose_gate_never_ran_is_gated_on_the_next_call(scenario, client):
@@ -265,8 +280,13 @@ def test_gate_tolerance_lets_a_slightly_worse_model_through(client, scenario):
             "tolerance_model", run_id=mv.run_id,
             source=client.get_model_version_download_uri(name, source_version))
     registry.promote(client, "tolerance_model", 1)
-    strict = gating.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, 0.0)
-    loose = gating.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3, gap * 1.5)
+    strict = gating.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3,
+                         GatePolicy(tolerance=0.0))
+    upper = strict.evidence.logloss_difference.upper
+    assert upper > gap           # the bound, not the point estimate, meets the tolerance
+    loose = gating.gate(client, "tolerance_model", 2, cand, scenario.holdout_v3,
+                        GatePolicy(tolerance=upper * 1.01, calibration_band=1.0,
+                                   auc_tolerance=1.0))
     assert (strict.promoted, loose.promoted) == (False, True)
     assert _aliases(client, "tolerance_model") == {"production": "2", "previous": "1"}
     assert strict.production_logloss == pytest.approx(loose.production_logloss)
@@ -293,7 +313,7 @@ def test_production_in_an_unreadable_transform_format_is_replaced(client, scenar
         raise ValidationError("feature transform format_version 0 is not supported")
 
     monkeypatch.setattr(versions, "load_predictor", unreadable)
-    decision = gating.gate(client, "format_model", 2, cand, scenario.holdout_v3, 0.0)
+    decision = gating.gate(client, "format_model", 2, cand, scenario.holdout_v3, GatePolicy())
     assert decision.promoted and "cannot load" in decision.reason
     assert _aliases(client, "format_model") == {"production": "2", "previous": "1"}
 
@@ -308,7 +328,7 @@ def test_production_in_an_unreadable_transform_format_is_replaced(client, scenar
     registry.promote(client, "down_model", 1)
     monkeypatch.setattr(versions, "load_predictor", mlflow_down)
     with pytest.raises(TransientError):
-        gating.gate(client, "down_model", 2, cand, scenario.holdout_v3, 0.0)
+        gating.gate(client, "down_model", 2, cand, scenario.holdout_v3, GatePolicy())
     assert _aliases(client, "down_model") == {"production": "1"}
 
 
@@ -327,3 +347,43 @@ def test_an_unreachable_tracking_server_is_a_transient_error():
     with pytest.raises(TransientError) as err:
         train_and_register(store, Down(), model_name="m", experiment_name="e")
     assert err.value.details["error_code"] == "INTERNAL_ERROR"
+
+
+def test_too_few_new_rows_since_production_is_a_clean_skip(client, tmp_path):
+    """The 200-line file after a trained model: not enough new evidence, nothing
+    registered, the reason names the numbers."""
+    name, experiment = "evidence_model", "evidence_exp"
+    _experiment(client, experiment, tmp_path)
+    store = Store(MemoryS3(), "bucket")
+    put_parts(store, 0, 2, ROWS, seed=11)
+    policy = TrainPolicy(window=POLICY.window, gate=POLICY.gate, min_new_rows=1000)
+    first = train_and_register(store, client, model_name=name, experiment_name=experiment,
+                               params=PARAMS, policy=policy)
+    assert first.promoted, first.reason
+    put_parts(store, 2, 1, 200, seed=11)
+
+    out = train_and_register(store, client, model_name=name, experiment_name=experiment,
+                             params=PARAMS, policy=policy)
+
+    assert (out.status, out.version) == ("skipped", None)
+    assert out.reason.startswith("not enough new data: 200 of 1000 rows (MinNewRows) "
+                                 "after part 1")
+    assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+
+def test_a_first_model_that_cannot_beat_the_prior_is_not_served(client, tmp_path):
+    name, experiment = "coin_model", "coin_exp"
+    _experiment(client, experiment, tmp_path)
+    store = Store(MemoryS3(), "bucket")
+    rng = np.random.default_rng(13)
+    for i in range(2):                 # labels shuffled: nothing to learn but noise
+        table, _ = synth.generate_table(ROWS, seed=13, start_row=i * ROWS)
+        shuffled = rng.permutation(table.column("label").to_numpy())
+        table = table.set_column(0, "label", pa.array(shuffled, type=pa.int8()))
+        store.put(layout.parquet_key(i), parquet_bytes(table))
+    out = train_and_register(store, client, model_name=name, experiment_name=experiment,
+                             params=PARAMS, policy=POLICY)
+    assert out.status == "trained" and not out.promoted
+    assert "does not beat the constant prior" in out.reason
+    assert client.get_registered_model(name).aliases == {}
+    assert _tags(client, name, out.version)["status"] == "rejected"

@@ -343,7 +343,10 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     s3.role = "AggregateFunction"
     assert aggregate.aggregate(store).converted == [0, 1, 2, 3]
     s3.role = "TrainFunction"
-    assert training.load_window(store, max_train_rows=10_000).holdout.num_rows > 0
+    assert training.rows_after(store, None, 10**9) > 0        # footer reads
+    window = training.load_window(store, training.WindowSpec(max_rows=10_000,
+                                                             holdout_min_rows=50))
+    assert window.holdout.num_rows > 0
     events = RecordingEvents(s3)
     recorder = audit.AuditRecorder(store, events, actor="exec-1")
     for _ in range(2):                 # the second is a retry: it re-reads the record

@@ -20,8 +20,10 @@ def app_module(tmp_path_factory, load_handler):
     uri = f"sqlite:///{tmp}/mlflow.db"
     MlflowClient(uri).create_experiment("exp", artifact_location=(tmp / "a").as_uri())
     with pytest.MonkeyPatch.context() as mp:
+        # The gate's stack parameters scaled to 1,500-row parts.
         yield load_handler("train", mp, MLFLOW_TRACKING_URI=uri, MODEL_NAME="m",
-                           EXPERIMENT_NAME="exp", MPLCONFIGDIR=str(tmp / "mpl"))
+                           EXPERIMENT_NAME="exp", MPLCONFIGDIR=str(tmp / "mpl"),
+                           HOLDOUT_MIN_ROWS="300", MIN_NEW_ROWS="1")
 
 
 @pytest.fixture
@@ -58,10 +60,11 @@ def test_a_malformed_event_is_a_validation_error_naming_the_field(handler, lambd
 def test_event_overrides_rounds_and_names_the_execution(handler, lambda_context, capsys):
     module, store = handler
     put_parts(store, 0, 2, 1500, seed=2)
-    out = module.lambda_handler({"execution": "exec-42", "num_boost_round": 1}, lambda_context)
+    out = module.lambda_handler({"execution": "exec-42", "num_boost_round": 8}, lambda_context)
     assert (out["status"], out["version"], out["promoted"]) == ("trained", 1, True)
     run = module.client.get_run(out["run_id"])
-    assert run.data.params["num_boost_round"] == "1"
+    assert run.data.params["num_boost_round"] == "8"
+    assert run.data.metrics["holdout_rows"] == 300          # HOLDOUT_MIN_ROWS reached the window
     assert module.client.get_model_version("m", "1").tags["execution"] == "exec-42"
     json.dumps(out)                                   # the result is JSON-able
     emitted = _emitted_metrics(capsys.readouterr().out)

@@ -21,6 +21,7 @@ trained booster (encoding, matrices, boosting). Prints a figure table, not a tes
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -30,7 +31,7 @@ import xgboost as xgb
 
 from ctr import metrics, synth
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, LABEL
-from ctr.training import TrainParams, fit
+from ctr.training import TrainParams, WindowSpec, fit
 from ctr_infra.bench.plan import LAMBDA_MAX_MEMORY_MB, Echo, Plan
 from ctr_infra.bench.report import SectionResult, figure, markdown_table, timed
 
@@ -84,7 +85,11 @@ def run(rows: int = 2_000_000, holdout_share: float = 0.1, seed: int = 0,
     bayes = metrics.logloss(y, p_true[cut:])
     prior = metrics.logloss(y, np.full(y.size, y_train_rate))
 
-    ours = fit(train, holdout, TrainParams(nthread=nthread))
+    # Early stopping on a validation slice (the newest training rows), never on the
+    # holdout, exactly as the pipeline's window (ctr.training.WindowSpec) is cut.
+    val_cut = train.num_rows - math.ceil(WindowSpec.validation_share * train.num_rows)
+    ours = fit(train.slice(0, val_cut), train.slice(val_cut), holdout,
+               TrainParams(nthread=nthread))
     seed_p, seed_seconds = seed_recipe(train, holdout, nthread)
     results = [
         _row("(a) this trainer", y, ours.holdout_predictions, bayes, prior,

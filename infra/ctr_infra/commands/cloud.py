@@ -43,7 +43,10 @@ def stack_parameters(cfg: CloudConfig, schedule_on: bool) -> dict[str, str]:
     for env_name, param in (("CTR_SCHEDULE_RATE", "ScheduleRate"),
                             ("CTR_CHUNK_LINES", "ChunkLines"),
                             ("CTR_SOURCE_URL", "SourceUrl"),
-                            ("CTR_MAX_TRAIN_ROWS", "MaxTrainRows")):
+                            ("CTR_MAX_TRAIN_ROWS", "MaxTrainRows"),
+                            ("CTR_HOLDOUT_MIN_ROWS", "HoldoutMinRows"),
+                            ("CTR_MIN_NEW_ROWS", "MinNewRows"),
+                            ("CTR_PROMOTION_TOLERANCE", "PromotionTolerance")):
         if os.environ.get(env_name):
             params[param] = os.environ[env_name]
     return params

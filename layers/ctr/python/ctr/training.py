@@ -1,19 +1,23 @@
 """Training: a bounded window of the newest Parquet parts -> a fitted `Predictor` with
 holdout metrics.
 
-* Window: Criteo rows are chronological, so the newest part is the holdout (what the
-  model will face next) and training uses the parts before it, newest first, until
-  `max_train_rows` is reached (the oldest part used is cut to its newest rows). With a
-  single part, its newest `SINGLE_PART_HOLDOUT_SHARE` is held out instead. The bound is
-  what keeps one run inside Lambda's 900 s / 10,240 MB (see `DEFAULT_MAX_TRAIN_ROWS`).
+* Window (`WindowSpec`): Criteo rows are chronological, so the window is cut in time
+  order into three slices: training rows, then a validation slice for early stopping,
+  then the gate holdout -- the newest rows, what the model will face next. The holdout is
+  the newest `holdout_min_rows` rows or `holdout_share` of the window, whichever is
+  larger, and spans as many Parquet parts as it needs; the validation slice is
+  `validation_share` of the rest. Training never sees validation or holdout rows and
+  early stopping never sees the holdout, so the promotion gate judges every candidate on
+  rows nothing was selected on. The exact row ranges (part, offset, count, digest) of
+  all three slices are recorded (`Window.ranges`). The window holds at most `max_rows`
+  rows, the bound that keeps one run inside Lambda's 900 s / 10,240 MB; a window too
+  small for an honest holdout (`holdout_min_rows` more than half of it) is refused with
+  `NotEnoughData`.
 * Data path: Parquet bytes -> Arrow table -> `FeatureTransform.encode` (NumPy float32)
   -> `QuantileDMatrix`; no pandas frame is built.
 * Model: XGBoost `hist` with the seed's settings (max_depth 8, eta 0.15, up to 200
-  rounds) plus early stopping on the holdout logloss (see `TrainParams`); the booster
-  is cut back to its best round, so the saved model is the one that was measured.
-  Choosing one integer (the round count) on the holdout makes its holdout logloss very
-  slightly optimistic; the promotion gate compares against the production model on
-  the same rows, so this is the same small edge for every candidate.
+  rounds) plus early stopping on the validation logloss (see `TrainParams`); the
+  booster is cut back to its best round.
 
 This module knows nothing about MLflow (see `ctr.registry`).
 """
@@ -21,7 +25,9 @@ This module knows nothing about MLflow (see `ctr.registry`).
 from __future__ import annotations
 
 import hashlib
+import math
 import resource
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,8 +55,36 @@ from ctr.storage import Store
 # well inside Lambda's 10,240 MB and 900 s, with margin for real Criteo data (wider
 # vocabularies, more rounds) and slower networks to the tracking server.
 DEFAULT_MAX_TRAIN_ROWS = 4_000_000
-SINGLE_PART_HOLDOUT_SHARE = 0.2
 CURVE_SAMPLE_ROWS = 100_000
+
+
+class NotEnoughData(DataError):
+    """The window cannot give an honest holdout (or any training rows): a clean skip."""
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a training window is read and cut (the stack parameters MaxTrainRows,
+    HoldoutMinRows, HoldoutShare, ValidationShare)."""
+
+    max_rows: int = DEFAULT_MAX_TRAIN_ROWS
+    # 200,000 rows put the standard error of a mean per-row logloss difference between
+    # two similar models near 1e-4, ten times below the default PromotionTolerance.
+    holdout_min_rows: int = 200_000
+    holdout_share: float = 0.1
+    validation_share: float = 0.1
+
+    def sizes(self, window_rows: int) -> tuple[int, int, int]:
+        """(training, validation, holdout) rows for a window of `window_rows` rows."""
+        holdout = max(self.holdout_min_rows, math.ceil(self.holdout_share * window_rows))
+        if holdout > window_rows // 2:
+            raise NotEnoughData(
+                f"not enough data for an honest holdout: the window has {window_rows} rows "
+                f"and the holdout needs {holdout} (HoldoutMinRows {self.holdout_min_rows}, "
+                "at most half the window)", window_rows=window_rows, holdout_rows=holdout)
+        rest = window_rows - holdout
+        validation = max(1, math.ceil(self.validation_share * rest))
+        return rest - validation, validation, holdout
 
 
 @dataclass(frozen=True)
@@ -85,36 +119,48 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class Part:
-    """One Parquet part used by a run (logged as an MLflow dataset input)."""
+class Slice:
+    """A contiguous row range of one Parquet part used by a run in one role."""
 
     key: str
     index: int
+    offset: int        # first row of the part used
     rows: int          # rows used from this part
-    digest: str        # sha256 of the object's bytes, first 16 hex chars
-    role: str          # "training" or "holdout"
+    digest: str        # sha256 of the part's bytes, first 16 hex chars
+    role: str          # "training", "validation" or "holdout"
+
+    def describe(self) -> str:
+        return f"{self.key}[{self.offset}:{self.offset + self.rows}]@{self.digest}"
 
 
 @dataclass
 class Window:
     train: pa.Table
+    validation: pa.Table
     holdout: pa.Table
-    parts: list[Part]
+    slices: list[Slice]
 
     @property
     def first_part(self) -> int:
-        return min(p.index for p in self.parts)
+        return min(s.index for s in self.slices)
 
     @property
     def last_part(self) -> int:
-        return max(p.index for p in self.parts)
+        return max(s.index for s in self.slices)
+
+    @property
+    def rows(self) -> int:
+        return self.train.num_rows + self.validation.num_rows + self.holdout.num_rows
+
+    def ranges(self, role: str) -> str:
+        """The exact rows of one role, e.g. `parquet/part_000003.parquet[0:5000]@3f2a...`."""
+        return " + ".join(s.describe() for s in self.slices if s.role == role)
 
     def describe(self) -> str:
         """Human-readable data window, stored as the version tag `data_window`."""
-        return (f"parquet parts {self.first_part}-{self.last_part}, "
-                f"{self.train.num_rows + self.holdout.num_rows} rows "
-                f"(train {self.train.num_rows}, holdout {self.holdout.num_rows} "
-                f"from part {self.last_part})")
+        return (f"parquet parts {self.first_part}-{self.last_part}, {self.rows} rows "
+                f"(train {self.train.num_rows}, validation {self.validation.num_rows}, "
+                f"holdout {self.holdout.num_rows})")
 
 
 @dataclass
@@ -125,7 +171,6 @@ class FitResult:
     holdout_labels: np.ndarray
     holdout_predictions: np.ndarray
     evals_result: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    window: Window | None = None
 
 
 def list_parts(store: Store) -> list[str]:
@@ -145,37 +190,68 @@ def _read_part(store: Store, key: str) -> tuple[pa.Table, str]:
     return pq.read_table(pa.BufferReader(body)), digest
 
 
-def load_window(store: Store, max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS) -> Window:
-    """Read the holdout part and as many earlier parts (newest first) as fit in
-    `max_train_rows`."""
-    if max_train_rows < 1:
-        raise DataError("max_train_rows must be positive", max_train_rows=max_train_rows)
+def part_rows(store: Store, key: str) -> int:
+    """Rows of one Parquet part from its footer alone (two small ranged GETs, not the
+    whole object): the footer ends with its length and the magic bytes `PAR1`."""
+    head = store.head(key)
+    if head is None:
+        raise NotFoundError(f"{key} does not exist", key=key)
+    size = int(head["ContentLength"])
+    tail = store.get_range(key, size - 8, size - 1)
+    footer_len = struct.unpack("<I", tail[:4])[0]
+    footer = store.get_range(key, size - 8 - footer_len, size - 1)
+    return int(pq.read_metadata(pa.BufferReader(b"PAR1" + footer)).num_rows)
+
+
+def rows_after(store: Store, part_index: int | None, enough: int) -> int:
+    """Rows in the parts newer than `part_index` (all parts when None), counted newest
+    first and only until `enough` is reached."""
+    total = 0
+    for key in reversed(list_parts(store)):
+        if part_index is not None and layout.index_of(key) <= part_index:
+            break
+        total += part_rows(store, key)
+        if total >= enough:
+            break
+    return total
+
+
+def load_window(store: Store, spec: WindowSpec | None = None) -> Window:
+    """Read the newest parts (newest first) until `spec.max_rows` rows, then cut the
+    window in time order into training, validation and holdout (see the module)."""
+    spec = spec or WindowSpec()
+    if spec.max_rows < 1:
+        raise DataError("max_rows must be positive", max_rows=spec.max_rows)
     keys = list_parts(store)
     if not keys:
         raise NotFoundError("no parquet parts to train on", prefix=layout.PARQUET_PREFIX)
-    newest, digest = _read_part(store, keys[-1])
-    newest_index = layout.index_of(keys[-1])
-    if len(keys) == 1:
-        cut = newest.num_rows - max(1, int(newest.num_rows * SINGLE_PART_HOLDOUT_SHARE))
-        holdout = newest.slice(cut)
-        train_pieces = [newest.slice(0, min(cut, max_train_rows))]
-        parts = [Part(keys[-1], newest_index, newest.num_rows, digest, "training+holdout")]
-        return Window(pa.concat_tables(train_pieces), holdout, parts)
-
-    holdout = newest
-    parts = [Part(keys[-1], newest_index, newest.num_rows, digest, "holdout")]
-    pieces: list[pa.Table] = []
-    remaining = max_train_rows
-    for key in reversed(keys[:-1]):
+    pieces: list[tuple[str, int, str, pa.Table]] = []      # newest first
+    remaining = spec.max_rows
+    for key in reversed(keys):
         table, digest = _read_part(store, key)
         take = min(table.num_rows, remaining)
-        pieces.append(table.slice(table.num_rows - take))     # newest rows of the part
-        parts.append(Part(key, layout.index_of(key), take, digest, "training"))
+        offset = table.num_rows - take                         # the newest rows of the part
+        pieces.append((key, offset, digest, table.slice(offset)))
         remaining -= take
         if remaining == 0:
             break
     pieces.reverse()                                           # chronological order
-    return Window(pa.concat_tables(pieces).combine_chunks(), holdout, parts)
+    window = pa.concat_tables([t for *_, t in pieces]).combine_chunks()
+    n_train, n_val, _ = spec.sizes(window.num_rows)
+    bounds = {"training": (0, n_train), "validation": (n_train, n_train + n_val),
+              "holdout": (n_train + n_val, window.num_rows)}
+    slices: list[Slice] = []
+    start = 0                                                  # of each piece in the window
+    for key, offset, digest, table in pieces:
+        end = start + table.num_rows
+        for role, (lo, hi) in bounds.items():
+            a, b = max(lo, start), min(hi, end)
+            if a < b:
+                slices.append(Slice(key, layout.index_of(key), offset + a - start, b - a,
+                                    digest, role))
+        start = end
+    return Window(window.slice(0, n_train), window.slice(n_train, n_val),
+                  window.slice(n_train + n_val), slices)
 
 
 def labels(table: pa.Table) -> np.ndarray:
@@ -187,47 +263,50 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fit(train: pa.Table, holdout: pa.Table, params: TrainParams | None = None
-        ) -> FitResult:
+def fit(train: pa.Table, validation: pa.Table, holdout: pa.Table,
+        params: TrainParams | None = None) -> FitResult:
     """Fit the transform on `train`, train the booster with early stopping on
-    `holdout`, and measure it on `holdout`."""
+    `validation`, and measure it on `holdout` (which nothing here was selected on)."""
     params = params or TrainParams()
-    if train.num_rows == 0 or holdout.num_rows == 0:
-        raise DataError("training and holdout sets must both have rows",
-                        train_rows=train.num_rows, holdout_rows=holdout.num_rows)
+    if min(train.num_rows, validation.num_rows, holdout.num_rows) == 0:
+        raise DataError("training, validation and holdout sets must all have rows",
+                        train_rows=train.num_rows, validation_rows=validation.num_rows,
+                        holdout_rows=holdout.num_rows)
     started = time.perf_counter()
     y_train = labels(train)
+    y_val = labels(validation)
     y_hold = labels(holdout)
     transform, x_train = FeatureTransform.fit_transform(
         train, min_count=params.min_count, max_categories=params.max_categories)
     assert x_train is not None
     dtrain = as_quantile_dmatrix(x_train, y_train, max_bin=params.max_bin)
     # Evaluation sets are plain DMatrix: XGBoost scores a QuantileDMatrix eval set about
-    # 7x slower per round (measured), and the holdout is exactly what serving will see.
+    # 7x slower per round (measured).
     # The learning curve's training side is the newest CURVE_SAMPLE_ROWS training rows;
     # scoring all of them every round would cost a quarter of the boosting time.
     sample = slice(max(0, train.num_rows - CURVE_SAMPLE_ROWS), None)
     dcurve = as_dmatrix(x_train[sample], y_train[sample])
     del x_train                    # the quantised copy inside dtrain is all XGBoost needs
-    dhold = as_dmatrix(transform.encode(holdout), y_hold)
+    dval = as_dmatrix(transform.encode(validation), y_val)
     booster_params = params.booster_params()
     evals_result: dict[str, dict[str, list[float]]] = {}
     callbacks: Sequence[xgb.callback.TrainingCallback] = [
         xgb.callback.EarlyStopping(rounds=params.early_stopping_rounds, save_best=True,
-                                   data_name="holdout", metric_name="logloss",
+                                   data_name="validation", metric_name="logloss",
                                    min_delta=params.early_stopping_min_delta)
     ] if params.early_stopping_rounds > 0 and params.num_boost_round > 1 else []
     booster = xgb.train(booster_params, dtrain, num_boost_round=params.num_boost_round,
-                        evals=[(dcurve, "train"), (dhold, "holdout")],
+                        evals=[(dcurve, "train"), (dval, "validation")],
                         evals_result=evals_result, verbose_eval=False,
                         callbacks=list(callbacks))
-    predictions = booster.predict(dhold).astype(np.float64)
+    predictions = booster.predict(as_dmatrix(transform.encode(holdout))).astype(np.float64)
     seconds = time.perf_counter() - started
     result_metrics = {
         "holdout_logloss": metrics.logloss(y_hold, predictions),
         "holdout_auc": metrics.auc(y_hold, predictions),
         "calibration_error": metrics.calibration_error(y_hold, predictions),
         "train_rows": float(train.num_rows),
+        "validation_rows": float(validation.num_rows),
         "holdout_rows": float(holdout.num_rows),
         "positive_rate": float(y_train.mean()),
         "holdout_positive_rate": float(y_hold.mean()),
@@ -238,15 +317,6 @@ def fit(train: pa.Table, holdout: pa.Table, params: TrainParams | None = None
     }
     return FitResult(Predictor(booster, transform), params, result_metrics, y_hold,
                      predictions, evals_result)
-
-
-def train(store: Store, params: TrainParams | None = None,
-          max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS) -> FitResult:
-    """Load the newest window from the store and fit on it."""
-    window = load_window(store, max_train_rows)
-    result = fit(window.train, window.holdout, params)
-    result.window = window
-    return result
 
 
 def params_dict(params: TrainParams, max_train_rows: int) -> dict[str, str | int | float]:

@@ -40,3 +40,4 @@ MODEL_ARTIFACT = "model"                               # mlflow.xgboost.log_mode
 TRANSFORM_ARTIFACT_DIR = "feature_transform"
 TRANSFORM_ARTIFACT = f"{TRANSFORM_ARTIFACT_DIR}/feature_transform.json"
 PLOTS_ARTIFACT_DIR = "plots"
+DATA_RANGES_ARTIFACT = "data/ranges.json"               # every slice of the window

@@ -8,8 +8,10 @@ duration of the call (`tracking`), so no process-wide state leaks between client
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -30,6 +32,7 @@ from ctr import plots
 from ctr.errors import TransientError
 from ctr.features import FEATURE_NAMES
 from ctr.registry import names
+from ctr.registry.decision import Decision
 from ctr.registry.versions import is_mlflow_error
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 from ctr.training import FitResult, Window, params_dict
@@ -112,13 +115,16 @@ def log_run(client: MlflowClient, experiment_id: str, result: FitResult, window:
                  for step, v in enumerate(values)]
         for start in range(0, len(curve), _LOG_BATCH_LIMIT):
             client.log_batch(run_id, metrics=curve[start:start + _LOG_BATCH_LIMIT])
-        for part in window.parts:
+        for piece in window.slices:
             dataset = MetaDataset(  # type: ignore[abstract]  # concrete at runtime
-                resolve_dataset_source(f"s3://{bucket}/{part.key}"),
-                name=part.key, digest=part.digest, schema=_dataset_schema())
-            mlflow.log_input(dataset, context=part.role)
+                resolve_dataset_source(f"s3://{bucket}/{piece.key}"),
+                name=f"{piece.key}[{piece.offset}:{piece.offset + piece.rows}]",
+                digest=piece.digest, schema=_dataset_schema())
+            mlflow.log_input(dataset, context=piece.role)
         mlflow.set_tags({names.TAG_EXECUTION: execution,
-                         names.TAG_DATA_WINDOW: window.describe()})
+                         names.TAG_DATA_WINDOW: window.describe(), **_range_tags(window)})
+        mlflow.log_dict({"slices": [asdict(piece) for piece in window.slices]},
+                        names.DATA_RANGES_ARTIFACT)
         mlflow.log_dict(predictor.transform.to_dict(), names.TRANSFORM_ARTIFACT)
         with tempfile.TemporaryDirectory(prefix="ctr-plots-") as tmp:
             for name, png in plots.all_plots(result.holdout_labels, result.holdout_predictions,
@@ -157,6 +163,7 @@ def register(client: MlflowClient, model_name: str, run_id: str, model_info: Mod
         names.TAG_HOLDOUT_AUC: f"{result.metrics['holdout_auc']:.6f}",
         names.TAG_DATA_WINDOW: window.describe(),
         names.TAG_DATA_LAST_PART: str(window.last_part),
+        **_range_tags(window),
     }
     # The SQL registry store resolves a `models:/` source through the *global*
     # tracking URI (an MLflow TODO), so point it at this client for the call.
@@ -165,3 +172,32 @@ def register(client: MlflowClient, model_name: str, run_id: str, model_info: Mod
                                          run_id=run_id, tags=tags,
                                          model_id=model_info.model_id)
     return int(mv.version)
+
+
+_TAG_LIMIT = 5000          # MLflow's maximum tag value length
+
+
+def _range_tags(window: Window) -> dict[str, str]:
+    """The exact rows of each role (part[offset:end]@digest), as run and version tags."""
+    return {f"data_{role}_rows": window.ranges(role)[:_TAG_LIMIT]
+            for role in ("training", "validation", "holdout")}
+
+
+def log_decision(client: MlflowClient, run_id: str, decision: Decision) -> None:
+    """The gate's numbers in the run's summary: finite numbers as metrics, all as tags."""
+    numbers = decision.numbers()
+    metrics = []
+    for key, value in numbers.items():
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if math.isfinite(number):
+            metrics.append(Metric(f"gate_{key}" if not key.startswith("gate_") else key,
+                                  number, 0, 0))
+    if decision.production_logloss is not None:
+        metrics.append(Metric("production_holdout_logloss", decision.production_logloss, 0, 0))
+    client.log_batch(run_id, metrics=metrics,
+                     tags=[RunTag(f"gate.{k}", v) for k, v in numbers.items()]
+                     + [RunTag("gate.promoted", str(decision.promoted)),
+                        RunTag("gate.reason", decision.reason[:_TAG_LIMIT])])

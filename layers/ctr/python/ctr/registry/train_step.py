@@ -1,40 +1,78 @@
-"""The train step: skip when nothing is new, else train on the newest window, log the
-run, register a version and gate its promotion.
+"""The train step: skip unless there is enough new data, else train on the newest
+window, log the run, register a version and gate its promotion.
 
-A run is registered as `candidate` first; if the gate never ran (a crash between
-register and gate), the next invocation finishes the gate for that version instead of
-training again. MLflow outages become `TransientError`, which the state machine retries.
+* Minimum evidence: a run trains only when at least `min_new_rows` rows arrived after
+  the data the production version was trained on (all rows, before a first model), and
+  some part is newer than every registered version's data (a rejected candidate is not
+  retrained on the same rows). Otherwise it ends as "skipped" with the reason, cleanly,
+  with nothing registered.
+* A run is registered as `candidate` first; if the gate never ran (a crash between
+  register and gate), the next invocation finishes the gate for that version instead of
+  training again. MLflow outages become `TransientError`, which the state machine retries.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 
 from ctr.registry import gate as gating
 from ctr.registry import names, runlog, versions
+from ctr.registry.decision import GatePolicy
 from ctr.steps import TrainResult
 from ctr.storage import Store
-from ctr.training import DEFAULT_MAX_TRAIN_ROWS, TrainParams, fit, load_window, newest_part_index
+from ctr.training import (
+    NotEnoughData,
+    TrainParams,
+    WindowSpec,
+    fit,
+    load_window,
+    newest_part_index,
+    rows_after,
+)
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TrainPolicy:
+    """Everything the stack parameters decide about a training run besides the model."""
+
+    window: WindowSpec = field(default_factory=WindowSpec)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+    # Half the default holdout: a new version is judged on rows that are mostly new.
+    min_new_rows: int = 100_000
+
+
+def _last_part(mv: object) -> int | None:
+    value = (getattr(mv, "tags", None) or {}).get(names.TAG_DATA_LAST_PART, "")
+    return int(value) if value.isdigit() else None
+
+
 def last_trained_part(client: MlflowClient, model_name: str) -> int | None:
     """Highest Parquet part index any registered version was trained or tested on."""
-    parts = [int(v.tags[names.TAG_DATA_LAST_PART])
-             for v in versions.all_versions(client, model_name)
-             if (v.tags or {}).get(names.TAG_DATA_LAST_PART, "").isdigit()]
+    parts = [p for v in versions.all_versions(client, model_name)
+             if (p := _last_part(v)) is not None]
     return max(parts) if parts else None
+
+
+def production_last_part(client: MlflowClient, model_name: str) -> int | None:
+    """The newest part the production version saw (None: no production version)."""
+    current = versions.aliases(client, model_name).get(names.PRODUCTION)
+    if current is None:
+        return None
+    return _last_part(versions.get_version(client, model_name, current))
 
 
 def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
                        experiment_name: str, params: TrainParams | None = None,
-                       max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS,
-                       tolerance: float = 0.0, execution: str = "manual",
+                       policy: TrainPolicy | None = None, execution: str = "manual",
                        force: bool = False) -> TrainResult:
-    """The whole train step (see the module docstring)."""
+    """The whole train step (see the module docstring). `force` skips the evidence
+    checks (tests, a manual retrain), never the gate."""
+    policy = policy or TrainPolicy()
     with runlog.mlflow_outage_is_transient():
         newest = newest_part_index(store)
         if newest is None:
@@ -44,38 +82,56 @@ def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
                        None)
         if pending is not None:
             return _finish_pending_gate(store, client, model_name, int(pending.version),
-                                        tolerance)
-        trained_up_to = last_trained_part(client, model_name)
-        if not force and trained_up_to is not None and newest <= trained_up_to:
-            return _skipped(f"no new data: newest parquet part is {newest} and a version "
-                            f"was already trained on parts up to {trained_up_to}")
-
-        window = load_window(store, max_train_rows)
-        result = fit(window.train, window.holdout, params)
+                                        policy)
+        if not force:
+            reason = _why_not_train(store, client, model_name, newest, policy)
+            if reason:
+                return _skipped(reason)
+        try:
+            window = load_window(store, policy.window)
+        except NotEnoughData as err:
+            return _skipped(err.message)
+        result = fit(window.train, window.validation, window.holdout, params)
         run_id, model_info = runlog.log_run(
             client, runlog.ensure_experiment(client, experiment_name), result, window,
-            bucket=store.bucket, max_train_rows=max_train_rows, execution=execution)
+            bucket=store.bucket, max_train_rows=policy.window.max_rows, execution=execution)
         version = runlog.register(client, model_name, run_id, model_info, result, window,
                                   execution)
         decision = gating.gate(client, model_name, version, result.predictor,
-                               window.holdout, tolerance)
-        if decision.production_logloss is not None:
-            client.log_metric(run_id, "production_holdout_logloss",
-                              decision.production_logloss)
+                               window.holdout, policy.gate,
+                               prior=result.metrics["positive_rate"])
+        runlog.log_decision(client, run_id, decision)
         return TrainResult(status="trained", version=version, promoted=decision.promoted,
                            reason=decision.reason, metrics=result.metrics, run_id=run_id)
 
 
+def _why_not_train(store: Store, client: MlflowClient, model_name: str, newest: int,
+                   policy: TrainPolicy) -> str | None:
+    trained_up_to = last_trained_part(client, model_name)
+    if trained_up_to is not None and newest <= trained_up_to:
+        return (f"no new data: newest parquet part is {newest} and a version was "
+                f"already trained on parts up to {trained_up_to}")
+    since = production_last_part(client, model_name)
+    new_rows = rows_after(store, since, policy.min_new_rows)
+    if new_rows < policy.min_new_rows:
+        after = "in all parts" if since is None else f"after part {since}"
+        return (f"not enough new data: {new_rows} of {policy.min_new_rows} rows "
+                f"(MinNewRows) {after}, the data of the production version")
+    return None
+
+
 def _finish_pending_gate(store: Store, client: MlflowClient, model_name: str,
-                         version: int, tolerance: float) -> TrainResult:
+                         version: int, policy: TrainPolicy) -> TrainResult:
     """A version registered by a run that stopped before its gate: gate it now on the
     newest holdout (both models are scored on the same rows, so it stays fair)."""
     log.warning("%s v%s was never gated; gating it now", model_name, version)
-    holdout = load_window(store, max_train_rows=1).holdout
+    run_id = versions.run_id_of(versions.get_version(client, model_name, version))
+    run = client.get_run(run_id)
+    holdout = load_window(store, policy.window).holdout
     decision = gating.gate(client, model_name, version,
                            versions.load_predictor(client, model_name, version), holdout,
-                           tolerance)
-    run_id = versions.run_id_of(versions.get_version(client, model_name, version))
+                           policy.gate, prior=run.data.metrics.get("positive_rate"))
+    runlog.log_decision(client, run_id, decision)
     return TrainResult(status="trained", version=version, promoted=decision.promoted,
                        reason=f"resumed gate: {decision.reason}",
                        metrics=versions.run_metrics(client.get_run(run_id)), run_id=run_id)
