@@ -72,6 +72,16 @@ def state_output(cloud, arn: str, state: str) -> dict[str, Any]:
     return dict(json.loads(exits[-1]["output"]))
 
 
+def state_seconds(cloud, arn: str, state: str) -> float:
+    """Seconds from entering `state` to leaving it (its first visit)."""
+    events = cloud.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    entered = next(e["timestamp"] for e in events if e.get("stateEnteredEventDetails", {})
+                   .get("name") == state)
+    exited = next(e["timestamp"] for e in events if e.get("stateExitedEventDetails", {})
+                  .get("name") == state)
+    return float((exited - entered).total_seconds())
+
+
 def test_the_first_execution_syncs_to_no_model_then_serves_its_promotion(stack):
     arn, desc = run(stack, "it-follows-first")
 
@@ -82,6 +92,8 @@ def test_the_first_execution_syncs_to_no_model_then_serves_its_promotion(stack):
     assert out["sync"]["value"]["status"] == "no_model"
     assert out["train"]["value"]["promoted"] is True
     assert served_pointer(stack) == production_alias(stack) == out["train"]["value"]["version"]
+    took = state_seconds(stack, arn, "Sync serving model")
+    print(f"\nsync, no model yet (cold start): {took:.1f}s")
 
 
 def test_a_failed_reload_after_a_promotion_fails_and_shows_serving_behind(stack):
@@ -99,6 +111,7 @@ def test_a_failed_reload_after_a_promotion_fails_and_shows_serving_behind(stack)
             "Pipeline failed"} <= set(states)
     sync = state_output(stack, arn, "Sync serving model")["sync"]["value"]
     assert (sync["status"], sync["version"]) == ("unchanged", served)
+    print(f"\nsync, unchanged: {state_seconds(stack, arn, 'Sync serving model'):.1f}s")
     promoted = state_output(stack, arn, "Train model")["train"]["value"]
     assert promoted["promoted"] is True and promoted["version"] > served
     # the registry moved, serving did not: the gap the next execution must heal
@@ -122,6 +135,8 @@ def test_the_next_execution_syncs_first_and_ends_with_registry_equal_to_serving(
     sync = json.loads(desc["output"])["sync"]["value"]
     assert (sync["status"], sync["version"]) == ("published", production)
     assert served_pointer(stack) == production_alias(stack) == production
+    print(f"\nsync, published v{production}: "
+          f"{state_seconds(stack, arn, 'Sync serving model'):.1f}s")
     seen = stack.wait_for("/health to serve the registry's production version", lambda: (
         h := health(stack))["version"] == production and h, timeout_s=60, every_s=0.5)
     assert (seen["registry_production_version"], seen["serving_behind"]) == (production,
