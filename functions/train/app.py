@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from ctr import faults
 from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
+from ctr.registry.audit import AuditRecorder, events_client
 from ctr.registry.decision import GatePolicy
 from ctr.registry.train_step import TrainPolicy, train_and_register
 from ctr.steps import TrainEvent, parse_event
@@ -42,6 +43,7 @@ class Settings(FunctionSettings):
     promotion_tolerance: float = GatePolicy.tolerance
     calibration_band: float = GatePolicy.calibration_band
     auc_tolerance: float = GatePolicy.auc_tolerance
+    event_bus_name: str = "default"
 
     def policy(self, max_rows: int | None = None) -> TrainPolicy:
         return TrainPolicy(
@@ -58,6 +60,7 @@ class Settings(FunctionSettings):
 settings = Settings()  # type: ignore[call-arg]  # values come from the environment
 store = bucket_store(settings)
 client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+events = events_client()
 
 
 @entry_point(logger, tracer, metrics)
@@ -70,7 +73,9 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
         store, client, model_name=settings.model_name,
         experiment_name=settings.experiment_name, params=params,
         policy=settings.policy(request.max_train_rows), execution=request.execution,
-        force=request.force)
+        force=request.force,
+        recorder=AuditRecorder(store, events, actor=request.execution,
+                               bus_name=settings.event_bus_name))
     logger.info("train run", extra={"result": result.to_payload()})
     if result.status == "trained":
         m = result.metrics

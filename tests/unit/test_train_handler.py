@@ -8,9 +8,11 @@ import pytest
 from mlflow import MlflowClient
 
 from ctr.errors import ValidationError
+from ctr.registry import audit
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
 from tests.synth_parts import put_parts
+from tests.unit.test_audit import FakeEvents
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def app_module(tmp_path_factory, load_handler):
 def handler(app_module, monkeypatch):
     store = Store(MemoryS3(), "bucket")
     monkeypatch.setattr(app_module, "store", store)
+    monkeypatch.setattr(app_module, "events", FakeEvents())
     return app_module, store
 
 
@@ -67,5 +70,11 @@ def test_event_overrides_rounds_and_names_the_execution(handler, lambda_context,
     assert run.data.metrics["holdout_rows"] == 300          # HOLDOUT_MIN_ROWS reached the window
     assert module.client.get_model_version("m", "1").tags["execution"] == "exec-42"
     json.dumps(out)                                   # the result is JSON-able
+    # The registry events reached the audit trail and EventBridge, with the execution.
+    trail = audit.list_events(store, "m")
+    assert [(e.kind, e.version, e.actor) for e in trail] == [
+        ("registered", 1, "exec-42"), ("promoted", 1, "exec-42")]
+    assert [e["DetailType"] for e in module.events.entries] == ["ModelRegistered",
+                                                               "ModelPromoted"]
     emitted = _emitted_metrics(capsys.readouterr().out)
     assert {"ModelsTrained", "ModelsPromoted", "TrainingSeconds", "HoldoutLogloss"} <= emitted

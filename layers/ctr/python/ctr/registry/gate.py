@@ -20,6 +20,7 @@ from ctr import metrics
 from ctr.errors import ValidationError
 from ctr.predictor import Predictor
 from ctr.registry import names, versions
+from ctr.registry.audit import Recorder
 from ctr.registry.decision import Decision, Evidence, GatePolicy, decide
 from ctr.registry.promotion import apply_decision
 from ctr.schema import LABEL
@@ -53,7 +54,8 @@ def measure(version: int, candidate: Predictor, holdout: pa.Table, *,
 
 
 def gate(client: Any, model_name: str, version: int, candidate: Predictor,
-         holdout: pa.Table, policy: GatePolicy, prior: float | None = None) -> Decision:
+         holdout: pa.Table, policy: GatePolicy, prior: float | None = None,
+         recorder: Recorder | None = None) -> Decision:
     """Promote `version` or reject it with the reason and the numbers. `prior` is the
     constant click rate a first model must beat (the training rows' positive rate)."""
     current = versions.aliases(client, model_name).get(names.PRODUCTION)
@@ -67,5 +69,5 @@ def gate(client: Any, model_name: str, version: int, candidate: Predictor,
                        production=production, prior=prior, production_loadable=loadable)
     decision = decide(evidence, policy)
     if current != version:
-        apply_decision(client, model_name, version, decision)
+        apply_decision(client, model_name, version, decision, recorder=recorder)
     return decision

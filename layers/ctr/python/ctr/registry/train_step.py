@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 
+from ctr.registry import audit, names, runlog, versions
 from ctr.registry import gate as gating
-from ctr.registry import names, runlog, versions
 from ctr.registry.decision import GatePolicy
 from ctr.steps import TrainResult
 from ctr.storage import Store
@@ -69,9 +69,11 @@ def production_last_part(client: MlflowClient, model_name: str) -> int | None:
 def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
                        experiment_name: str, params: TrainParams | None = None,
                        policy: TrainPolicy | None = None, execution: str = "manual",
-                       force: bool = False) -> TrainResult:
+                       force: bool = False, recorder: audit.Recorder | None = None
+                       ) -> TrainResult:
     """The whole train step (see the module docstring). `force` skips the evidence
-    checks (tests, a manual retrain), never the gate."""
+    checks (tests, a manual retrain), never the gate. `recorder` appends the registry
+    events (registered, promoted, rejected) to the audit trail and EventBridge."""
     policy = policy or TrainPolicy()
     with runlog.mlflow_outage_is_transient():
         newest = newest_part_index(store)
@@ -82,7 +84,7 @@ def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
                        None)
         if pending is not None:
             return _finish_pending_gate(store, client, model_name, int(pending.version),
-                                        policy)
+                                        policy, recorder)
         if not force:
             reason = _why_not_train(store, client, model_name, newest, policy)
             if reason:
@@ -97,9 +99,14 @@ def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
             bucket=store.bucket, max_train_rows=policy.window.max_rows, execution=execution)
         version = runlog.register(client, model_name, run_id, model_info, result, window,
                                   execution)
+        current = versions.aliases(client, model_name)
+        audit.record_registered(recorder, model_name=model_name, version=version,
+                                production=current.get(names.PRODUCTION),
+                                previous=current.get(names.PREVIOUS),
+                                numbers=dict(result.metrics))
         decision = gating.gate(client, model_name, version, result.predictor,
                                window.holdout, policy.gate,
-                               prior=result.metrics["positive_rate"])
+                               prior=result.metrics["positive_rate"], recorder=recorder)
         runlog.log_decision(client, run_id, decision)
         return TrainResult(status="trained", version=version, promoted=decision.promoted,
                            reason=decision.reason, metrics=result.metrics, run_id=run_id)
@@ -121,16 +128,19 @@ def _why_not_train(store: Store, client: MlflowClient, model_name: str, newest: 
 
 
 def _finish_pending_gate(store: Store, client: MlflowClient, model_name: str,
-                         version: int, policy: TrainPolicy) -> TrainResult:
+                         version: int, policy: TrainPolicy,
+                         recorder: audit.Recorder | None) -> TrainResult:
     """A version registered by a run that stopped before its gate: gate it now on the
     newest holdout (both models are scored on the same rows, so it stays fair)."""
     log.warning("%s v%s was never gated; gating it now", model_name, version)
     run_id = versions.run_id_of(versions.get_version(client, model_name, version))
     run = client.get_run(run_id)
     holdout = load_window(store, policy.window).holdout
+    audit.record_registered(recorder, model_name=model_name, version=version)
     decision = gating.gate(client, model_name, version,
                            versions.load_predictor(client, model_name, version), holdout,
-                           policy.gate, prior=run.data.metrics.get("positive_rate"))
+                           policy.gate, prior=run.data.metrics.get("positive_rate"),
+                           recorder=recorder)
     runlog.log_decision(client, run_id, decision)
     return TrainResult(status="trained", version=version, promoted=decision.promoted,
                        reason=f"resumed gate: {decision.reason}",
