@@ -20,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mlflow import MlflowClient
 
 from ctr import faults
+from ctr.bundle import refresh_registry_snapshot
 from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
 from ctr.registry.audit import AuditRecorder, events_client
 from ctr.registry.decision import GatePolicy
@@ -78,6 +79,9 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
                                bus_name=settings.event_bus_name))
     logger.info("train run", extra={"result": result.to_payload()})
     if result.status == "trained":
+        # The registry's answer reaches S3 now, so /health can say when serving lags it
+        # (a reload that fails after this promotion is healed by the next run's sync).
+        refresh_registry_snapshot(client, store, settings.model_name)
         m = result.metrics
         add_metrics(metrics, {
             "ModelsTrained": (MetricUnit.Count, 1),

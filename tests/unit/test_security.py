@@ -244,7 +244,8 @@ WRITES = {
     "ChunkFunction": {"raw/*", "state/*", "chunks/*"},
     "AggregateFunction": {"parquet/*", "rejects/*"},
     "TrainFunction": {"mlflow-artifacts/*",      # only when MLflow does not proxy artifacts
-                      "audit/*"},                # the audit trail, create-only
+                      "audit/*",                 # the audit trail, create-only
+                      "serving/registry.json"},  # the registry snapshot after the gate
     "ReloadFunction": {"serving/*"},              # the bundle and the production pointer
     "PredictFunction": set(),                     # read-only: cannot promote or publish
 }
@@ -351,9 +352,10 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     recorder = audit.AuditRecorder(store, events, actor="exec-1")
     for _ in range(2):                 # the second is a retry: it re-reads the record
         audit.record_registered(recorder, model_name=MODEL_NAME, version=1)
-    s3.role = "ReloadFunction"
     registry = FakeMlflowClient(tmp_path / "mlflow")
     registry.set_alias("production", registry.add_version(tiny_predictor(0)))
+    bundle.refresh_registry_snapshot(registry, store, MODEL_NAME)
+    s3.role = "ReloadFunction"
     bundle.publish_production(registry, store, MODEL_NAME, downloader=copy_downloader)
     s3.role = "PredictFunction"
     api = TestClient(create_app(ServingSettings(bucket_name="bucket", web_dir=None),

@@ -7,6 +7,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
+from ctr import bundle
 from ctr.errors import ValidationError
 from ctr.registry import audit
 from ctr.storage import Store
@@ -76,5 +77,7 @@ def test_event_overrides_rounds_and_names_the_execution(handler, lambda_context,
         ("registered", 1, "exec-42"), ("promoted", 1, "exec-42")]
     assert [e["DetailType"] for e in module.events.entries] == ["ModelRegistered",
                                                                "ModelPromoted"]
+    # ...and the registry's production version is in S3 for /health before any reload.
+    assert bundle.load_registry_snapshot(store).production_version == 1
     emitted = _emitted_metrics(capsys.readouterr().out)
     assert {"ModelsTrained", "ModelsPromoted", "TrainingSeconds", "HoldoutLogloss"} <= emitted
