@@ -19,9 +19,12 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pydantic
+
     from ctr.registry import VersionSummary
     from ctr.registry.audit import AuditEvent, AuditRecorder
     from ctr.storage import Store
@@ -124,6 +127,22 @@ def client_for(args: argparse.Namespace) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+def fixed_width(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the first is the header) as left-aligned columns two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def show[M: pydantic.BaseModel](items: list[M], as_json: bool, empty: str,
+                                 table: Callable[[list[M]], str]) -> None:
+    """Print `items` as JSON, as a table, or the `empty` message."""
+    if as_json:
+        print(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
+    else:
+        print(table(items) if items else empty)
+
+
 def format_versions(versions: list[VersionSummary]) -> str:
     header = ("version", "aliases", "status", "logloss", "auc", "data window", "reason")
     rows = [header]
@@ -133,21 +152,14 @@ def format_versions(versions: list[VersionSummary]) -> str:
                      f"{m['holdout_logloss']:.5f}" if "holdout_logloss" in m else "-",
                      f"{m['holdout_auc']:.4f}" if "holdout_auc" in m else "-",
                      v.data_window or "-", (v.status_reason or "-")[:70]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return fixed_width(rows)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ctr import registry
 
     versions = registry.snapshot(client_for(args), args.model_name).versions
-    if args.json:
-        print(json.dumps([v.model_dump(mode="json") for v in versions], indent=2))
-    elif not versions:
-        print(f"{args.model_name}: no versions yet")
-    else:
-        print(format_versions(versions))
+    show(versions, args.json, f"{args.model_name}: no versions yet", format_versions)
     return 0
 
 
@@ -187,9 +199,7 @@ def format_history(events: list[AuditEvent]) -> str:
                      f"{v(e.production_before)}->{v(e.production_after)}",
                      f"{v(e.previous_before)}->{v(e.previous_after)}", e.actor,
                      e.reason[:80]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return fixed_width(rows)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -203,12 +213,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     events = list_events(target[0], args.model_name)
     if args.limit is not None:
         events = events[-args.limit:] if args.limit > 0 else []
-    if args.json:
-        print(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
-    elif not events:
-        print(f"{args.model_name}: no registry events recorded yet")
-    else:
-        print(format_history(events))
+    show(events, args.json, f"{args.model_name}: no registry events recorded yet",
+         format_history)
     return 0
 
 
