@@ -444,7 +444,7 @@
     const table = el("table", { class: "versions", id: "versions-table" },
       el("caption", { class: "visually-hidden", text: "Registered model versions" }),
       el("thead", {}, el("tr", {},
-        ["Version", "Status", "Logloss", "AUC", "Run"].map((h, i) =>
+        ["Version", "Status", "Logloss", "AUC", "Gate (shared rows)", "Run"].map((h, i) =>
           el("th", { scope: "col", class: i === 2 || i === 3 ? "num" : null, text: h })))),
       el("tbody", {}, newestFirst.map(versionRow)));
 
@@ -452,6 +452,11 @@
       el("div", { class: "charts" },
         metricChart(versions, "holdout_logloss", "Holdout logloss", "lower is better"),
         metricChart(versions, "holdout_auc", "Holdout AUC", "higher is better")),
+      el("p", { class: "chart-caveat", id: "chart-caveat",
+        text: "Each version is measured on its own holdout (the newest rows when it was "
+          + "trained), so these points are not a like-for-like comparison; the Gate column "
+          + "is: candidate minus production (or the prior) on the same rows, with its 95% "
+          + "upper bound." }),
       legend(versions),
       el("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": "Versions table" }, table),
     );
@@ -469,10 +474,20 @@
         v.status_reason ? el("span", { class: "reason", title: v.status_reason, text: v.status_reason }) : null),
       el("td", { class: "num", "data-label": "Logloss", text: fmtMetric(metric(v, "holdout_logloss")) }),
       el("td", { class: "num", "data-label": "AUC", text: fmtMetric(metric(v, "holdout_auc")) }),
+      el("td", { class: "gate-cell", "data-label": "Gate", title: v.holdout ? `measured on ${v.holdout}` : null,
+        text: gateText(v) }),
       el("td", { class: "run-cell" },
         el("span", { class: "run-name", title: v.run_name || null, text: v.run_name || "—" }),
         runId ? el("span", { class: "run-id mono", title: runId, text: runId.slice(0, 8) }) : null),
     );
+  }
+
+  /** "vs v2: -0.00250 (upper -0.00151)": the gate's comparison on shared rows. */
+  function gateText(v) {
+    const g = v.gate || {};
+    if (!g.logloss_diff_upper95) return "—";
+    const against = g.compared_with_version === "prior" ? "prior" : `v${g.compared_with_version}`;
+    return `vs ${against}: ${g.logloss_diff_mean} (upper ${g.logloss_diff_upper95})`;
   }
 
   function legend(versions) {

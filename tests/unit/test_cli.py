@@ -36,3 +36,22 @@ def test_a_missing_command_module_is_an_error(monkeypatch):
 
     with pytest.raises(ImportError, match="'not_built'"):
         cli.build_parser()
+
+
+def test_model_list_labels_metrics_with_their_holdout_and_shows_the_gate():
+    from ctr.registry import VersionSummary
+    from ctr_infra.commands.model import format_versions
+
+    v = VersionSummary(
+        version=2, aliases=["production"], status="production", status_reason="ok",
+        run_id="r", run_name="n", run_status="FINISHED",
+        metrics={"holdout_logloss": 0.44, "holdout_auc": 0.8}, data_window="w",
+        execution="e", created_at=None,
+        holdout="parquet/part_000002.parquet[3500:5000]@ab12 + "
+                "parquet/part_000003.parquet[0:10]@cd34",
+        gate={"compared_with_version": "1", "logloss_diff_mean": "-0.002500",
+              "logloss_diff_upper95": "-0.001500"})
+    text = format_versions([v])
+    assert "part_000002[3500:5000] + part_000003[0:10]" in text
+    assert "vs v1: -0.002500, upper -0.001500" in text
+    assert "each version on its own holdout" in text

@@ -208,6 +208,11 @@ def test_list_versions_shows_aliases_status_and_metrics(scenario, client):
     assert by[3].status == "rejected" and by[3].aliases == []
     assert "holdout_logloss" in by[2].metrics and by[2].run_name.startswith("train-")
     assert by[1].data_window.startswith("parquet parts 0-1")
+    # Each version's metrics name the rows they were measured on; the gate's comparison
+    # (on shared rows) is listed beside them.
+    assert by[2].holdout.startswith(f"{layout.parquet_key(2)}[") and by[1].holdout != by[2].holdout
+    assert by[2].gate["compared_with_version"] == "1" and "logloss_diff_upper95" in by[2].gate
+    assert by[1].gate["compared_with_version"] == "prior"
 
 
 # --- promote / rollback on versions created directly (no training needed) -----------

@@ -144,15 +144,39 @@ def show[M: pydantic.BaseModel](items: list[M], as_json: bool, empty: str,
 
 
 def format_versions(versions: list[VersionSummary]) -> str:
-    header = ("version", "aliases", "status", "logloss", "auc", "data window", "reason")
+    header = ("version", "aliases", "status", "logloss", "auc", "measured on", "gate",
+              "reason")
     rows = [header]
     for v in versions:
         m = v.metrics
         rows.append((str(v.version), ",".join(v.aliases) or "-", v.status or "-",
                      f"{m['holdout_logloss']:.5f}" if "holdout_logloss" in m else "-",
                      f"{m['holdout_auc']:.4f}" if "holdout_auc" in m else "-",
-                     v.data_window or "-", (v.status_reason or "-")[:70]))
-    return fixed_width(rows)
+                     measured_on(v), gate_summary(v), (v.status_reason or "-")[:70]))
+    lines = fixed_width(rows)
+    return (lines + "\nlogloss and auc: each version on its own holdout (\"measured on\"); "
+            "compare versions by the gate column, measured on shared rows")
+
+
+def measured_on(v: VersionSummary) -> str:
+    """`part_000003[3500:5000] + ...` from the holdout tag (digests left out), or the
+    data window of versions trained before holdouts were recorded."""
+    if not v.holdout:
+        return v.data_window or "-"
+    pieces = [p.split("@")[0].removeprefix("parquet/").replace(".parquet", "")
+              for p in v.holdout.split(" + ")]
+    return " + ".join(pieces)
+
+
+def gate_summary(v: VersionSummary) -> str:
+    """`vs v2: +0.00031 (<= 0.001)`: the gate's mean difference and 95% upper bound."""
+    g = v.gate
+    if "logloss_diff_upper95" not in g:
+        return "-"
+    against = g.get("compared_with_version", "?")
+    against = against if against == "prior" else f"v{against}"
+    return (f"vs {against}: {g.get('logloss_diff_mean', '?')}, upper "
+            f"{g['logloss_diff_upper95']}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -34,6 +34,10 @@ TAG_DATA_WINDOW = "data_window"
 TAG_DATA_LAST_PART = "data_last_part"
 TAG_HOLDOUT_LOGLOSS = "holdout_logloss"
 TAG_HOLDOUT_AUC = "holdout_auc"
+TAG_HOLDOUT_ROWS = "data_holdout_rows"         # the exact holdout rows, part[offset:end]@digest
+# The gate's comparison, as ctr.registry.decision.Decision.numbers() writes it.
+GATE_TAGS = ("compared_with_version", "gate_rows", "logloss_diff_mean", "logloss_diff_upper95",
+             "promotion_tolerance", "calibration_ratio", "auc_diff_mean", "auc_diff_upper95")
 
 # Run artifacts.
 MODEL_ARTIFACT = "model"                               # mlflow.xgboost.log_model(name=)

@@ -93,6 +93,11 @@ class VersionSummary(pydantic.BaseModel):
     data_window: str | None
     execution: str | None
     created_at: str | None
+    # Each version's metrics are measured on its own holdout (the newest rows when it was
+    # trained): `holdout` names those rows, so numbers of different versions are not
+    # compared as if they were; `gate` is the comparison the gate made on shared rows.
+    holdout: str | None = None
+    gate: dict[str, str] = pydantic.Field(default_factory=dict)
 
 
 class RegistrySnapshot(pydantic.BaseModel):
@@ -167,7 +172,9 @@ def snapshot(client: Any, model_name: str,
             run_name=run_name, run_status=run_status, metrics=dict(sorted(metrics.items())),
             data_window=tags.get(names.TAG_DATA_WINDOW),
             execution=tags.get(names.TAG_EXECUTION),
-            created_at=iso_from_ms(mv.creation_timestamp)))
+            created_at=iso_from_ms(mv.creation_timestamp),
+            holdout=tags.get(names.TAG_HOLDOUT_ROWS),
+            gate={k: tags[k] for k in names.GATE_TAGS if k in tags}))
     return RegistrySnapshot(model_name=model_name,
                             production_version=by_alias.get(names.PRODUCTION),
                             versions=versions)

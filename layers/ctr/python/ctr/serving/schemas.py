@@ -218,6 +218,13 @@ class VersionInfo(BaseModel):
     metrics: dict[str, float]
     created_at: str | None
     data_window: str | None = None
+    holdout: str | None = Field(
+        None, description="the rows this version's metrics were measured on "
+                          "(part[offset:end]@digest): versions measured on different rows "
+                          "are not comparable")
+    gate: dict[str, str] = Field(
+        default_factory=dict, description="the promotion gate's comparison on shared rows "
+                                          "(compared_with_version, logloss_diff_upper95, ...)")
 
 
 class ModelInfoResponse(BaseModel):
