@@ -236,13 +236,21 @@
     }
     pill.title = "";
     if (health.model_loaded && health.version !== null && health.version !== undefined) {
-      pill.dataset.state = "ok";
-      text.textContent = `Serving v${health.version}`;
+      pill.dataset.state = health.serving_behind ? "warn" : "ok";
+      text.textContent = health.serving_behind
+        ? `Serving v${health.version} · registry v${health.registry_production_version}`
+        : `Serving v${health.version}`;
       const age = num(health.pointer_age_seconds);
-      if (Number.isFinite(age)) pill.title = `Production pointer written ${Math.round(age)} s ago`;
+      if (health.serving_behind) {
+        pill.title = `The registry's production version is v${health.registry_production_version}; `
+          + "serving catches up at the next pipeline run";
+      } else if (Number.isFinite(age)) {
+        pill.title = `Production pointer written ${Math.round(age)} s ago`;
+      }
     } else {
       pill.dataset.state = "warn";
       text.textContent = "No model yet";
+      if (health.no_model_reason) pill.title = health.no_model_reason;
     }
   }
 

@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ctr import ingest, layout, synth
+from ctr.registry import audit
 
 CHUNK = 3000
 MODEL_NAME = "criteo_ctr_model"
@@ -120,6 +121,11 @@ def test_a_failed_reload_after_a_promotion_fails_and_shows_serving_behind(stack)
     seen = health(stack)
     assert (seen["version"], seen["registry_production_version"], seen["serving_behind"]) == (
         served, promoted["version"], True)
+    # The audit trail holds what the failed execution did to the registry.
+    trail = [(e.kind, e.version, e.actor) for e in audit.list_events(stack.store, MODEL_NAME)
+             if e.actor == "it-follows-broken-reload"]
+    assert trail == [("registered", promoted["version"], "it-follows-broken-reload"),
+                     ("promoted", promoted["version"], "it-follows-broken-reload")]
 
 
 def test_the_next_execution_syncs_first_and_ends_with_registry_equal_to_serving(stack):

@@ -104,6 +104,19 @@ def test_before_any_model_predict_is_503_and_health_says_no_model(cloud):
                                                                             None)
 
 
+def test_health_says_why_no_model_is_served(cloud):
+    """A first model that the gate rejected (say, no better than the prior) is not
+    served; /health names it and the reason, from the registry snapshot."""
+    api = make_client(cloud)
+    assert api.get("/health").json()["no_model_reason"] is None        # nothing registered
+    cloud.registry.add_version(tiny_predictor(0), status="rejected")
+    bundle.refresh_registry_snapshot(cloud.registry, cloud.store, MODEL_NAME)
+
+    health = api.get("/health").json()
+
+    assert (health["status"], health["no_model_reason"]) == ("no_model", "v1 rejected: why 1")
+
+
 def test_model_published_after_start_is_picked_up_after_the_ttl(cloud):
     api = make_client(cloud)
     assert post_rows(api, TABLE.slice(0, 1)).status_code == 503

@@ -205,6 +205,9 @@ class HealthResponse(BaseModel):
                     "pipeline execution publishes it first")
     registry_snapshot_at: str | None = Field(
         description="when serving/registry.json was last rewritten")
+    no_model_reason: str | None = Field(
+        None, description="when no version is in production: why the newest one is not "
+                          "(e.g. rejected because it does not beat the constant prior)")
 
 
 class VersionInfo(BaseModel):

@@ -26,8 +26,12 @@ def registry_view(model: LoadedModel | None,
     execution's sync publishes it."""
     registry = snapshot.production_version if snapshot else None
     served = model.ref["version"] if model else None
+    newest = snapshot.versions[0] if snapshot and snapshot.versions else None
+    why_none = (f"v{newest.version} {newest.status}: {newest.status_reason}"
+                if model is None and registry is None and newest is not None else None)
     return {"registry_production_version": registry,
-            "serving_behind": registry is not None and registry != served}
+            "serving_behind": registry is not None and registry != served,
+            "no_model_reason": why_none}
 
 
 def health(cache: Cache, settings: Settings) -> dict[str, Any]:
