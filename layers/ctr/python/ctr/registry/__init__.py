@@ -5,6 +5,7 @@
     decision    the promotion gate's rule as a pure function
     gate        scores candidate and production on the same holdout, decides, applies
     promotion   alias and tag moves: promote, rollback, apply a decision
+    audit       the audit trail under audit/ and its EventBridge events
     runlog      writing: the MLflow run and its registered version   (imports mlflow)
     train_step  the train Lambda's orchestration                      (imports mlflow)
 
