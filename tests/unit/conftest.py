@@ -8,10 +8,11 @@ environment its test set), and `lambda_context` is the context Lambda would pass
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from pytest_socket import disable_socket, enable_socket
@@ -78,3 +79,17 @@ def _load_handler(name: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Mod
 def load_handler() -> Callable[..., ModuleType]:
     """`load_handler(name, monkeypatch, **env)`: see `_load_handler`."""
     return _load_handler
+
+
+@pytest.fixture(scope="module")
+def sqlite_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An MlflowClient on a SQLite store of its own (one per test module, no server, no
+    sockets). The fluent API points at it too while the module runs: anything that falls
+    back to MLflow's default store must not write into the repository."""
+    import mlflow  # heavy; only the modules that use this fixture pay for it
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield mlflow.MlflowClient(tracking_uri=uri)
+    mlflow.set_tracking_uri(before)

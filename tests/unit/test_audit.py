@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import mlflow
 import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
-from mlflow import MlflowClient
 
 from ctr import layout, registry
 from ctr.errors import TransientError
@@ -56,13 +54,8 @@ def events() -> FakeEvents:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(tracking_uri=uri)
-    mlflow.set_tracking_uri(before)
+def client(sqlite_mlflow):
+    return sqlite_mlflow
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -40,14 +39,8 @@ POLICY = TrainPolicy(window=WindowSpec(max_rows=40_000, holdout_min_rows=400),
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    # Anything that falls back to MLflow's default store must not write into the repo.
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(tracking_uri=uri)
-    mlflow.set_tracking_uri(before)
+def client(sqlite_mlflow):
+    return sqlite_mlflow
 
 
 def _experiment(client: MlflowClient, name: str, root: Path) -> str:
