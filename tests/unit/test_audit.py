@@ -194,7 +194,7 @@ class Verdict:
     def __init__(self, promoted: bool, reason: str, tags: dict[str, str]) -> None:
         self.promoted, self.reason, self.tags = promoted, reason, tags
 
-    def comparison_tags(self) -> dict[str, str]:
+    def numbers(self) -> dict[str, str]:
         return self.tags
 
 

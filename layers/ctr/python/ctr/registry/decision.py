@@ -97,9 +97,6 @@ class Decision:
                     "auc_tolerance": f"{p.auc_tolerance:g}"}
         return out
 
-    def comparison_tags(self) -> dict[str, str]:
-        return self.numbers()
-
 
 def _bound(d: PairedBound) -> str:
     return (f"mean difference {d.mean:+.6f}, 95% upper bound {d.upper:+.6f} on {d.rows} "

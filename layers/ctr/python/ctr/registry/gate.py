@@ -11,6 +11,7 @@ down, ...) propagates, so the step is retried rather than promoting blindly.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,15 +42,13 @@ def measure(version: int, candidate: Predictor, holdout: pa.Table, *,
     if production is not None:
         p_prod = production.predict_table(holdout)
         ll_prod = metrics.per_row_logloss(y, p_prod)
-        return Evidence(**{**evidence.__dict__,
-                           "production_logloss": float(ll_prod.mean()),
-                           "logloss_difference": metrics.paired_difference(ll_cand - ll_prod),
-                           "auc_difference": metrics.paired_auc_difference(y, p_cand, p_prod)})
+        return replace(evidence, production_logloss=float(ll_prod.mean()),
+                       logloss_difference=metrics.paired_difference(ll_cand - ll_prod),
+                       auc_difference=metrics.paired_auc_difference(y, p_cand, p_prod))
     if production_version is None and prior is not None:
         ll_prior = metrics.per_row_logloss(y, np.full_like(y, prior))
-        return Evidence(**{**evidence.__dict__,
-                           "prior_logloss": float(ll_prior.mean()),
-                           "logloss_difference": metrics.paired_difference(ll_cand - ll_prior)})
+        return replace(evidence, prior_logloss=float(ll_prior.mean()),
+                       logloss_difference=metrics.paired_difference(ll_cand - ll_prior))
     return evidence
 
 

@@ -122,8 +122,8 @@ def apply_decision(client: Any, model_name: str, version: int, decision: Decisio
                    recorder: Recorder | None = None) -> None:
     """Record the comparison on the version, then promote it or tag it rejected.
     Production is untouched on rejection. The audit record carries the comparison's
-    numbers (`Decision.comparison_tags`)."""
-    tags = decision.comparison_tags()
+    numbers (`Decision.numbers`)."""
+    tags = decision.numbers()
     set_tags(client, model_name, version, tags)
     numbers = {key: _number(value) for key, value in tags.items()}
     if decision.promoted:
