@@ -41,3 +41,21 @@ def index_of(key: str) -> int:
 
 # Snapshot of every registered version, written by reload, read by /model-info.
 REGISTRY_SNAPSHOT_KEY = "serving/registry.json"
+
+# Monitoring (ctr.monitoring.reports) and served-prediction logs (ctr.predlog).
+MONITORING_PREFIX = "monitoring/"
+PREDICTIONS_PREFIX = "predictions/"  # the delivery stream adds YYYY/MM/DD/HH/
+MONITORING_SUMMARY_KEY = "monitoring/summary.json"
+
+
+def quality_key(part: int) -> str:
+    return f"{MONITORING_PREFIX}quality/part_{part:06d}.json"
+
+
+def drift_key(part: int) -> str:
+    return f"{MONITORING_PREFIX}drift/part_{part:06d}.json"
+
+
+def skew_key(stamp: str) -> str:
+    """`stamp`: UTC yyyymmddThhmmss."""
+    return f"{MONITORING_PREFIX}skew/{stamp}.json"
