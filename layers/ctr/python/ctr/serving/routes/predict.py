@@ -8,14 +8,14 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from ctr.serving import schemas
-from ctr.serving.dependencies import Cache, Settings
+from ctr.serving.dependencies import Cache, PredLog, RequestIdentifier, Settings
 
 router = APIRouter()
 
 
 @router.post("/predict", response_model=schemas.PredictResponse)
-async def predict(request: schemas.PredictRequest, cache: Cache,
-                  settings: Settings) -> dict[str, Any]:
+async def predict(request: schemas.PredictRequest, cache: Cache, settings: Settings,
+                  prediction_log: PredLog, request_id: RequestIdentifier) -> dict[str, Any]:
     """Predict click probabilities for rows, TSV lines or 39-value feature lists."""
     # Async on purpose: the CPU work (about a millisecond for one row) runs inline
     # instead of paying thread hand-offs; only the occasional S3 pointer check,
@@ -25,5 +25,7 @@ async def predict(request: schemas.PredictRequest, cache: Cache,
         await run_in_threadpool(cache.refresh)
     model = cache.get()
     predictions = model.predict(table)
+    if prediction_log is not None:     # sampled; queued for a background thread
+        prediction_log.record(request_id, model.ref, table, predictions)
     return {"predictions": predictions.tolist(), "num_samples": len(predictions),
             "model": model.ref}
