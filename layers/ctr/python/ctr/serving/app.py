@@ -1,8 +1,10 @@
 """The predict API (FastAPI; Mangum turns API Gateway events into ASGI calls).
 
 `create_app` only assembles: the routers of `ctr.serving.routes` (POST /predict,
-GET|POST /health, GET /model-info and POST /model_info, GET /samples, GET / and
-/static/*, plus /docs), the error mapping of `ctr.serving.errors`, the 413 limit of
+GET|POST /health, GET /model-info and POST /model_info, GET /samples, GET
+/model-history, GET /monitoring, GET / and /static/*, plus /docs), X-Request-Id on every
+answer (`ctr.serving.request_id`), the prediction log (`ctr.serving.prediction_log`),
+the error mapping of `ctr.serving.errors`, the 413 limit of
 `ctr.serving.body_limit`, and one `ModelCache` (`ctr.serving.model_cache`: the model
 comes from S3 only, never from MLflow) and one `SampleSource` that the routes get
 through `Depends` (`ctr.serving.dependencies`).
@@ -16,11 +18,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from ctr.function import bucket_store
+from ctr.monitoring.view import AlarmReader
 from ctr.serving import schemas
 from ctr.serving.body_limit import BodyLimit
 from ctr.serving.errors import install_error_handlers
 from ctr.serving.model_cache import LoadedModel, ModelCache
-from ctr.serving.routes import history, predict, samples, status, web
+from ctr.serving.prediction_log import PredictionLog
+from ctr.serving.request_id import RequestId
+from ctr.serving.routes import history, monitoring, predict, samples, status, web
 from ctr.serving.samples import SampleSource
 from ctr.serving.settings import ServingSettings
 from ctr.storage import Store
@@ -29,9 +34,13 @@ __all__ = ["LoadedModel", "ModelCache", "ServingSettings", "create_app"]
 
 
 def create_app(settings: ServingSettings,
-               store_factory: Callable[[], Store] | None = None) -> FastAPI:
+               store_factory: Callable[[], Store] | None = None, *,
+               prediction_log: PredictionLog | None = None,
+               alarm_reader: AlarmReader | None = None) -> FastAPI:
     """Build the API. `store_factory` defaults to the settings' bucket through boto3;
-    tests pass a Store over a fake S3. No I/O happens until the first request."""
+    tests pass a Store over a fake S3. The prediction log and the alarm reader default
+    to the settings' (PREDICTION_LOG_STREAM, MONITOR_ALARM_PREFIX; off when empty).
+    No I/O happens until the first request."""
     cache = ModelCache(store_factory or (lambda: bucket_store(settings)),
                        settings.pointer_ttl_seconds)
     errors: dict[int | str, dict[str, Any]] = {
@@ -50,9 +59,29 @@ def create_app(settings: ServingSettings,
     app.state.settings = settings
     app.state.model_cache = cache
     app.state.samples = SampleSource(cache, settings.pointer_ttl_seconds)
+    app.state.prediction_log = prediction_log or default_prediction_log(settings)
+    app.state.alarm_reader = alarm_reader or default_alarm_reader(settings)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for module in (predict, status, samples, history):
+    app.add_middleware(RequestId)   # outermost: every answer carries X-Request-Id
+    for module in (predict, status, samples, history, monitoring):
         app.include_router(module.router)
     web.install(app, web.find_web_dir(settings.web_dir))
     return app
+
+
+def default_prediction_log(settings: ServingSettings) -> PredictionLog | None:
+    if not settings.prediction_log_stream or settings.prediction_log_sample_rate <= 0:
+        return None
+    import boto3
+
+    return PredictionLog(lambda: boto3.client("firehose"), settings.prediction_log_stream,
+                         settings.prediction_log_sample_rate)
+
+
+def default_alarm_reader(settings: ServingSettings) -> AlarmReader | None:
+    if not settings.monitor_alarm_prefix:
+        return None
+    import boto3
+
+    return AlarmReader(lambda: boto3.client("cloudwatch"), settings.monitor_alarm_prefix)
