@@ -21,13 +21,16 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from ctr import aggregate, bundle, chunking, guard, synth, training
+from ctr.monitoring.view import AlarmReader
 from ctr.registry import audit
 from ctr.serving.app import ServingSettings, create_app
+from ctr.serving.prediction_log import PredictionLog
 from ctr.storage import Store
 from ctr_infra import localcloud
 from ctr_infra.deploy import load_template
 from ctr_infra.localcloud import CloudConfig
 from ctr_infra.memory_s3 import MemoryS3
+from tests.monitoring_support import sample_summary
 from tests.unit.serving_support import MODEL_NAME, FakeMlflowClient, copy_downloader, tiny_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +48,8 @@ def as_list(value: Any) -> list[Any]:
 # Every waiver must be listed here too, so that a new one is a visible decision; each
 # carries its justification inline in the template / Dockerfile.
 ACCEPTED_WAIVERS = {"CKV_AWS_18", "CKV_AWS_26", "CKV_AWS_76", "CKV_AWS_115", "CKV_AWS_116",
-                    "CKV_AWS_117", "CKV_AWS_120", "CKV_AWS_173", "CKV_DOCKER_2",
-                    "CKV_DOCKER_3"}
+                    "CKV_AWS_117", "CKV_AWS_120", "CKV_AWS_173", "CKV_AWS_241",
+                    "CKV_DOCKER_2", "CKV_DOCKER_3"}
 
 
 def run_checkov() -> list[dict[str, Any]]:
@@ -169,6 +172,14 @@ S3_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:AbortMultipar
 DEFAULT_BUS_SUB = ("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}"
                    ":event-bus/default")
 DEFAULT_BUS = "arn:aws:events:us-east-1:000000000000:event-bus/default"
+# The predict function's two non-S3 resources: the prediction log's delivery stream and
+# the monitor alarms it reads for GET /monitoring.
+STREAM = {"Fn::GetAtt": ["PredictionLogStream", "Arn"]}
+STREAM_ARN = "arn:aws:firehose:us-east-1:000000000000:deliverystream/stack-predictions"
+ALARMS_SUB = ("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}"
+              ":alarm:${AWS::StackName}-monitor-*")
+ALARMS = "arn:aws:cloudwatch:us-east-1:000000000000:alarm:stack-monitor-*"
+PREDICT_EXTRA = {STREAM_ARN: "firehose:PutRecordBatch", ALARMS: "cloudwatch:DescribeAlarms"}
 
 
 def resolve(value: Any) -> str:
@@ -176,6 +187,10 @@ def resolve(value: Any) -> str:
         return BUCKET
     if value == {"Fn::Sub": DEFAULT_BUS_SUB}:
         return DEFAULT_BUS
+    if value == STREAM:
+        return STREAM_ARN
+    if value == {"Fn::Sub": ALARMS_SUB}:
+        return ALARMS
     if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
         return value["Fn::Sub"].replace("${DataBucket.Arn}", BUCKET)
     raise AssertionError(f"unexpected IAM resource {value!r}")
@@ -195,7 +210,8 @@ def allowed(logical: str, action: str, resource: str, prefix: str | None = None,
                 fnmatch.fnmatchcase(action, a) for a in as_list(stmt["Action"])):
             continue
         resources = [r for r in as_list(stmt["Resource"]) if not isinstance(r, dict)
-                     or "DataBucket" in json.dumps(r) or r == {"Fn::Sub": DEFAULT_BUS_SUB}]
+                     or "DataBucket" in json.dumps(r)
+                     or r in ({"Fn::Sub": DEFAULT_BUS_SUB}, STREAM, {"Fn::Sub": ALARMS_SUB})]
         if not any(fnmatch.fnmatchcase(resource, resolve(r)) for r in resources):
             continue
         condition = stmt.get("Condition")
@@ -229,13 +245,41 @@ def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
                 assert resource != "*" and not isinstance(resource, str), (logical, resource)
                 text = json.dumps(resource)
                 assert ("DataBucket" in text or "${AWS::StackName}-pipeline" in text
-                        or resource == {"Fn::Sub": DEFAULT_BUS_SUB}), (logical, resource)
+                        or resource in ({"Fn::Sub": DEFAULT_BUS_SUB}, STREAM,
+                                        {"Fn::Sub": ALARMS_SUB})), (logical, resource)
                 if resource == {"Fn::Sub": DEFAULT_BUS_SUB}:
                     assert as_list(stmt["Action"]) == ["events:PutEvents"], stmt
+                if resource in (STREAM, {"Fn::Sub": ALARMS_SUB}):
+                    assert logical == "PredictFunction", (logical, resource)
+                    assert as_list(stmt["Action"]) == [PREDICT_EXTRA[resolve(resource)]], stmt
     for logical in FUNCTIONS:
         actions = {a for s in statements(logical) for a in as_list(s["Action"])}
         expected = S3_ACTIONS | ({"events:PutEvents"} if logical == "TrainFunction" else set())
+        if logical == "PredictFunction":
+            expected |= set(PREDICT_EXTRA.values())
         assert actions <= expected, (logical, actions - expected)
+
+
+def test_the_prediction_log_stream_writes_only_predictions():
+    """Firehose's role may put objects under predictions/ and do nothing else; the
+    stream delivers there, and only the predict function may send to it."""
+    stream = RES["PredictionLogStream"]["Properties"]
+    destination = stream["ExtendedS3DestinationConfiguration"]
+    assert stream["DeliveryStreamType"] == "DirectPut"
+    assert destination["BucketARN"] == {"Fn::GetAtt": ["DataBucket", "Arn"]}
+    assert destination["Prefix"] == "predictions/"
+    assert destination["RoleARN"] == {"Fn::GetAtt": ["PredictionLogDeliveryRole", "Arn"]}
+    role = RES["PredictionLogDeliveryRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "firehose.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "AWS::AccountId"}}}
+    granted = [(a, resolve(r)) for policy in role["Policies"]
+               for st in policy["PolicyDocument"]["Statement"]
+               for a in as_list(st["Action"]) for r in as_list(st["Resource"])]
+    assert granted == [("s3:PutObject", f"{BUCKET}/predictions/*")]
+    senders = [n for n in FUNCTIONS if any(STREAM in as_list(st["Resource"])
+                                           for st in statements(n))]
+    assert senders == ["PredictFunction"]
 
 
 # Which prefixes each function may write (ctr/layout.py; the state of the pipeline).
@@ -365,14 +409,60 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     assert api.get("/model-info").status_code == 200
     assert len(api.get("/model-history").json()["events"]) == 1
     assert api.post("/predict", json={"rows": [{"I1": 1, "C1": "68fd1e64"}]}).status_code == 200
+    assert api.get("/monitoring").status_code == 200               # not yet: a 404 read
+    s3.role = None                              # the monitor step's write, not predict's
+    store.put("monitoring/summary.json", sample_summary(parts=2).model_dump_json().encode())
+    s3.role = "PredictFunction"
+    assert api.get("/monitoring").json()["available"] is True
+    plog = PredictionLog(lambda: RecordingFirehose(s3), "stack-predictions", 1.0)
+    logged = TestClient(create_app(ServingSettings(bucket_name="bucket", web_dir=None),
+                                   store_factory=lambda: store, prediction_log=plog,
+                                   alarm_reader=AlarmReader(lambda: RecordingCloudWatch(s3),
+                                                            "stack-monitor-")))
+    assert logged.post("/predict", json={"rows": [{"I1": 1}]}).status_code == 200
+    assert logged.get("/monitoring").status_code == 200
+    plog.flush()
 
     assert {role for role, *_ in s3.requests} == set(FUNCTIONS)
+    assert ("PredictFunction", "firehose:PutRecordBatch", STREAM_ARN, None, False) in s3.requests
+    assert ("PredictFunction", "s3:GetObject", f"{BUCKET}/monitoring/summary.json", None,
+            False) in s3.requests
     denied = sorted({request for request in s3.requests if not allowed(*request)})
     assert not denied, denied
     assert ("TrainFunction", "events:PutEvents", DEFAULT_BUS, None, False) in s3.requests
     # The check can fail: the same requests under another function's policy are denied.
     assert not allowed("PredictFunction", "s3:PutObject", f"{BUCKET}/serving/production.json")
     assert not allowed("GuardFunction", "s3:GetObject", f"{BUCKET}/parquet/part_000000.parquet")
+
+
+class RecordingFirehose:
+    """A Firehose client that records PutRecordBatch on the stream it names."""
+
+    def __init__(self, s3: RecordingS3) -> None:
+        self.s3 = s3
+
+    def put_record_batch(self, DeliveryStreamName: str, Records: list[Any]) -> dict[str, Any]:
+        assert DeliveryStreamName == "stack-predictions"
+        self.s3._record("firehose:PutRecordBatch", STREAM_ARN)
+        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "1"} for _ in Records]}
+
+
+class RecordingCloudWatch:
+    """A CloudWatch client that records DescribeAlarms on the alarms its prefix names."""
+
+    def __init__(self, s3: RecordingS3) -> None:
+        self.s3 = s3
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "describe_alarms"
+        outer = self
+
+        class Pages:
+            def paginate(self, AlarmNamePrefix: str, **_: Any) -> Any:
+                outer.s3._record("cloudwatch:DescribeAlarms", ALARMS.replace(
+                    "stack-monitor-*", f"{AlarmNamePrefix}*"))
+                return [{"MetricAlarms": [], "CompositeAlarms": []}]
+        return Pages()
 
 
 class RecordingEvents:
