@@ -5,7 +5,7 @@ CTR   := $(VENV)/bin/ctr
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status logs deploy test test-unit test-integration test-e2e lint \
+.PHONY: help venv up down status logs deploy test test-unit test-web test-integration test-e2e lint \
         security bench bench-quick reliability lock clean
 
 help: ## show this help
@@ -33,10 +33,15 @@ test: venv ## install everything needed and run the whole suite (ruff, mypy, uni
 	@bash infra/ensure-chromium.sh
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy layers/ctr/python/ctr infra/ctr_infra
+	@$(MAKE) --no-print-directory test-web
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## unit tests only (no network)
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-web: ## unit tests of the page's pure JS modules (node's own test runner, Node 20+)
+	@command -v node >/dev/null 2>&1 || { echo "error: node is not installed; the page's unit tests (web/test) need Node.js 20 or newer" >&2; exit 1; }
+	@node --test --test-reporter=dot web/test/*.test.js
 
 test-integration: venv ## integration tests on a fresh local cloud
 	@$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)

@@ -71,6 +71,8 @@ def web_dir(tmp_path: Path) -> Path:
     web.mkdir()
     (web / "index.html").write_text("<!doctype html><title>ctr</title>")
     (web / "app.js").write_text("console.log('ctr');")
+    (web / "js").mkdir()
+    (web / "js" / "format.js").write_text("export const x = 1;")
     return web
 
 
@@ -522,6 +524,11 @@ def test_page_static_files_and_docs(cloud, web_dir):
     assert page.status_code == 200 and "<title>ctr</title>" in page.text
     assert page.headers["content-type"].startswith("text/html")
     assert script.status_code == 200 and "console.log" in script.text
+    # ES modules run only with a JavaScript content type (whatever the host's mime.types).
+    assert script.headers["content-type"].startswith("text/javascript")
+    module = api.get("/static/js/format.js")
+    assert module.status_code == 200 and module.headers["content-type"].startswith(
+        "text/javascript")
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/predict", "/health", "/model-info", "/model_info", "/samples"} <= set(paths)

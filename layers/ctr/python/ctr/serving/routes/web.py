@@ -1,9 +1,13 @@
 """The page in `web/`: GET / and /static/*, served only when the directory exists
-(the API works without it; the page is a convenience)."""
+(the API works without it; the page is a convenience). The page's scripts are ES
+modules (`<script type="module">`), which browsers run only when served with a
+JavaScript content type: `.js` is registered as text/javascript here rather than left
+to the host's mime.types."""
 
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 from pathlib import Path
 
@@ -41,6 +45,8 @@ def install(app: FastAPI, web_dir: Path | None) -> None:
     if web_dir is None:
         log.warning("no web/ directory found: / and /static are not served")
         return
+    mimetypes.add_type("text/javascript", ".js")
+    mimetypes.add_type("application/json", ".json")
     app.state.web_dir = web_dir
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=web_dir), name="static")
