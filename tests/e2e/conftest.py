@@ -13,10 +13,12 @@ Fixtures:
 - `empty_api`: the same serving app under uvicorn on a free port, configured like the
   deployed predict function but pointed at a new, empty bucket in the local cloud. It
   shows the no-model state however much the other tests have trained already.
+  (`serving(cloud, bucket, ...)` starts such an app on any bucket.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -136,20 +138,19 @@ def live_api(cloud: Cloud) -> str:
     return base_url
 
 
-@pytest.fixture(scope="session")
-def empty_api(cloud: Cloud,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of the serving app under uvicorn, reading an empty bucket: no model."""
-    bucket = f"e2e-empty-{uuid.uuid4().hex[:10]}"
-    cloud.s3.create_bucket(Bucket=bucket)
+@contextlib.contextmanager
+def serving(cloud: Cloud, bucket: str, log_dir: Path, **env_extra: str) -> Iterator[str]:
+    """The serving app under uvicorn on a free port, configured like the deployed predict
+    function (its environment) but reading `bucket`, plus `env_extra`."""
     function = cloud.lambda_client.get_function_configuration(
         FunctionName=cloud.function_name("PredictFunction"))
     env = dict(os.environ)  # the cloud fixture exported AWS_ENDPOINT_URL and test keys
     env.update(function.get("Environment", {}).get("Variables", {}))
     env["BUCKET_NAME"] = bucket
+    env.update(env_extra)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
+    log_path = log_dir / "uvicorn.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-c", SERVE, str(port)],
@@ -171,4 +172,16 @@ def empty_api(cloud: Cloud,
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="session")
+def empty_api(cloud: Cloud,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of the serving app under uvicorn, reading an empty bucket: no model."""
+    bucket = f"e2e-empty-{uuid.uuid4().hex[:10]}"
+    cloud.s3.create_bucket(Bucket=bucket)
+    try:
+        with serving(cloud, bucket, tmp_path_factory.mktemp("uvicorn")) as base_url:
+            yield base_url
+    finally:
         cloud.s3.delete_bucket(Bucket=bucket)
