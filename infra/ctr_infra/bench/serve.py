@@ -7,7 +7,11 @@ Parquet part:
   time (on a shared machine the wall p99 is mostly waiting for a core) of
   - the model alone: `transform.encode` + XGBoost in-place prediction,
   - the request path: body validation + `ctr.criteo` conversion + prediction,
-  - the Lambda handler: an API Gateway event through Mangum and FastAPI, in-process;
+  - the Lambda handler: an API Gateway event through Mangum and FastAPI, in-process,
+  - the prediction log's cost on it: the same handler with the log on at sample rate
+    1.0 (its background thread sending to a Firehose client that accepts and drops the
+    batches) against the log off, calls alternating so that both see the same machine;
+    reported as the p50 difference;
 * over HTTP, for the same row counts, with one load generator (a second process on
   127.0.0.1 running a bounded loop of N requests at fixed concurrency, keep-alive
   connections, `http.client`) against
@@ -61,11 +65,12 @@ from ctr.errors import NoModelError, NotFoundError
 from ctr.schema import FEATURE_COLUMNS
 from ctr.serving import schemas
 from ctr.serving.app import LoadedModel, ServingSettings, create_app
+from ctr.serving.prediction_log import PredictionLog
 from ctr.storage import Store
 from ctr_infra.bench.cloud import BenchCloud, function_env
 from ctr_infra.bench.loadgen import Target, process_group_cpu, take_turns
 from ctr_infra.bench.plan import Echo, Plan
-from ctr_infra.bench.report import Figure, SectionResult, figure, min_max, time_calls
+from ctr_infra.bench.report import Figure, SectionResult, figure, min_max, summarize, time_calls
 from ctr_infra.localcloud import CloudError
 from ctr_infra.net import LOCALHOST, free_port, wait_http
 
@@ -130,6 +135,60 @@ class _LambdaContext:
     memory_limit_in_mb = 1024
     invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:bench-predict"
     aws_request_id = "bench"
+
+
+class NullFirehose:
+    """A Firehose client that accepts every batch (the log's cost without the network)."""
+
+    def __init__(self) -> None:
+        self.records = 0
+
+    def put_record_batch(self, DeliveryStreamName: str, Records: list[Any]) -> dict[str, Any]:
+        self.records += sum(r["Data"].count(b"\n") for r in Records)
+        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "x"} for _ in Records]}
+
+
+def paired_calls(off: Callable[[], Any], on: Callable[[], Any], repeats: int,
+                 warmup: int = 50) -> dict[str, dict[str, float]]:
+    """Wall-clock summaries of two variants timed in alternation (off, on, off, ...), so
+    that a machine getting busier or quieter affects both alike."""
+    for _ in range(warmup):
+        off()
+        on()
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for name, fn in (("off", off), ("on", on)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: summarize(samples) for name, samples in times.items()}
+
+
+def bench_prediction_log(store: Store, rows: list[dict[str, Any]], repeats: int = 2000
+                         ) -> dict[str, Any]:
+    """The Lambda handler (1 row) with the prediction log off and on at rate 1.0."""
+    from mangum import Mangum
+
+    settings = ServingSettings(bucket_name=store.bucket, pointer_ttl_seconds=3600)
+    firehose = NullFirehose()
+    plog = PredictionLog(lambda: firehose, "bench-predictions", 1.0)
+    handlers = {
+        "off": Mangum(create_app(settings, store_factory=lambda: store), lifespan="off"),
+        "on": Mangum(create_app(settings, store_factory=lambda: store, prediction_log=plog),
+                     lifespan="off")}
+    event = api_gateway_event("POST", "/predict", {"rows": rows[:1]})
+    context: Any = _LambdaContext()
+
+    def call(name: str) -> Callable[[], None]:
+        def invoke() -> None:
+            if handlers[name](event, context)["statusCode"] != 200:
+                raise RuntimeError(f"in-process handler ({name}) did not answer 200")
+        return invoke
+
+    stats = paired_calls(call("off"), call("on"), repeats)
+    plog.close(timeout_s=5)
+    return {**stats, "p50_added_ms": stats["on"]["p50_ms"] - stats["off"]["p50_ms"],
+            "logged_rows": firehose.records, "dropped_rows": plog.counters.dropped_rows}
 
 
 def bench_in_process(store: Store, model: LoadedModel, rows: list[dict[str, Any]],
@@ -254,6 +313,7 @@ def run(store: Store, *, mlflow_uri: str | None = None, api_url: str | None = No
     echo(f"model {model.ref['name']} v{model.ref['version']} "
          f"({predictor.booster.num_boosted_rounds()} trees); {os.cpu_count()} CPUs")
     results["in_process"] = off_running_loop(lambda: bench_in_process(store, model, rows))
+    results["prediction_log"] = off_running_loop(lambda: bench_prediction_log(store, rows))
 
     # The servers run side by side (one uvicorn worker each, mlflow's default) and take
     # turns under the same load generator; server CPU per request does not depend on
@@ -317,6 +377,12 @@ def format_table(results: dict[str, Any]) -> str:
         for size, s in results["in_process"][key].items():
             lines.append(f"  {label:42s} {size:4d} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} "
                          f"{s['cpu_p50_ms']:9.3f} {s['cpu_p99_ms']:8.3f}")
+    plog = results.get("prediction_log")
+    if plog:
+        lines.append(f"  prediction log at sample rate 1.0, 1 row: p50 {plog['off']['p50_ms']:.3f}"
+                     f" ms off, {plog['on']['p50_ms']:.3f} ms on: {plog['p50_added_ms']:+.3f} ms "
+                     f"({plog['on']['n']} alternating calls each; {plog['logged_rows']} rows "
+                     f"logged, {plog['dropped_rows']} dropped)")
     lines += ["", f"HTTP, {results['concurrency']} concurrent keep-alive clients in a second "
                   "process; cores = CPU s per wall s (a one-worker server or the one-process "
                   "client at ~1 is the limit)",
@@ -424,6 +490,13 @@ def section(plan: Plan, cloud: BenchCloud, workdir: Path, echo: Echo,
                               size / (stats["mean_ms"] / 1e3), "rows/s", better="higher",
                               n=stats["n"], baseline=(model_only,
                                                       size / (base["mean_ms"] / 1e3))))
+    plog = r["prediction_log"]
+    figures.append(figure(
+        "serving.prediction_log.p50_added_ms",
+        "prediction log at sample rate 1.0: added handler p50, 1 row",
+        plog["p50_added_ms"], "ms", better="lower", n=plog["on"]["n"],
+        baseline=("handler p50 with the log off", plog["off"]["p50_ms"]),
+        note="calls alternating off/on; the log's thread sends to an accept-all client"))
     mlflow = r["http"].get(MLFLOW_SERVER, {})
     for server, key in HTTP_SERVERS.items():
         for size, stats in r["http"].get(server, {}).items():
