@@ -19,11 +19,12 @@ import {
   rowFromValues,
 } from "./js/fields.js";
 import {
-  fmtAgo, fmtCount, fmtMetric, fmtPercent, fmtShare, fmtTime, gateText, metric, num, statusOf, toDate,
+  fmtAgo, fmtCount, fmtMetric, fmtPercent, fmtShare, fmtSigned, fmtTime, gateText, metric, num, statusOf, toDate,
 } from "./js/format.js";
 import { labelIndexes, linePath, makeScale } from "./js/chart.js";
 import { renderMonitoring, renderMonitoringError } from "./js/monitoring-panel.js";
 import { historyItem } from "./js/timeline.js";
+import { topContributions } from "./js/explain.js";
 
 const SAMPLE_BATCH = 5;
 const POLL_MS = 10000;
@@ -481,7 +482,8 @@ async function predict(payload, context) {
     el("span", { class: "spinner", "aria-hidden": "true" }), "Asking the model…"));
   const started = performance.now();
   try {
-    const body = await api("predict", { json: payload });
+    const explain = $("explain-toggle").checked;
+    const body = await api(explain ? "predict?explain=true" : "predict", { json: payload });
     const elapsed = performance.now() - started;
     if (body.model && body.model.version !== undefined) {
       state.provenance.set(String(body.model.version), body.model);
@@ -549,6 +551,7 @@ function renderPrediction(body, context, elapsed) {
   fill(result,
     el("p", { class: "stale-note", text: "The inputs changed since this prediction." }),
     headline,
+    explanationBars(body),
     truth,
     el("div", { class: "produced-by" },
       el("p", { class: "produced-title" }, "Produced by ",
@@ -624,6 +627,24 @@ function renderPredictionError(error, context) {
   if (placed.length) inputs[placed[0]].focus();
 }
 
+
+/** The first row's five largest contributions (logit units) as signed bars, when the
+ * answer carries explanations (POST /predict?explain=true). */
+function explanationBars(body) {
+  const explanations = Array.isArray(body.explanations) ? body.explanations : [];
+  const top = topContributions(explanations[0], 5);
+  if (!top.length) return null;
+  const rows = Array.isArray(body.predictions) && body.predictions.length > 1 ? " (line 1)" : "";
+  return el("figure", { class: "explain", id: "result-explanation" },
+    el("figcaption", {}, `Largest contributions${rows}`,
+      el("span", { class: "chart-note", text: " logit units, + raises the probability" })),
+    el("ol", { class: "explain-bars" }, top.map((c) =>
+      el("li", { "data-field": c.field, "data-sign": c.sign },
+        el("span", { class: "explain-field mono", text: c.field }),
+        el("span", { class: "explain-track", "aria-hidden": "true" },
+          el("span", { class: `explain-bar explain-${c.sign}`, style: `width: ${c.width.toFixed(1)}%` })),
+        el("span", { class: "explain-value mono", text: fmtSigned(c.value, 3) })))));
+}
 
 /* ---------- samples ---------- */
 
