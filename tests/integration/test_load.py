@@ -13,6 +13,13 @@ Two targets, because of what concurrency 32 costs on the local cloud (2 cores):
   through the emulator's S3, as `ctr_infra.bench.serve.uvicorn_app` runs it: 10,000
   requests (measured: 60-154 requests/s, 1-3 minutes). Both tests print their figures.
 
+Prediction logs (issue 14): both runs log every request (sample rate 1.0) through the
+stack's Firehose delivery stream (PredictionLogStream) into predictions/ of the bucket:
+the Lambda run with its deployed environment (PREDICTION_LOG_SAMPLE_RATE=1.0), the
+uvicorn run with the same `PredictionLog` on that stream. Each request of the measured
+loop carries its own X-Request-Id; the records logged under the run's ids must equal
+the 200 answers' rows, once delivery settles (polled, with a timeout).
+
 Both reloads go through the real path: the registry's `production` alias moves to the
 other version, the deployed reload function publishes it, and the servers notice the
 new `serving/production.json` within POINTER_TTL_SECONDS (5 s in the template).
@@ -27,13 +34,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +51,8 @@ import httpx
 import pytest
 
 from ctr.bundle import load_pointer
+from ctr.predlog import PredictionRecord
+from ctr.serving.prediction_log import PredictionLog
 from ctr_infra.bench.loadgen import merge_runs, run_loadgen
 from ctr_infra.bench.report import summarize
 from ctr_infra.bench.serve import newest_rows, uvicorn_app
@@ -70,6 +81,7 @@ def loadgen_child() -> None:
     version or None, error or None]."""
     job = json.loads(sys.stdin.read())
     body, requests = json.dumps(job["body"]).encode(), int(job["requests"])
+    id_prefix = job.get("request_id_prefix")
     deadline = time.monotonic() + float(job["max_seconds"])
     tickets = itertools.count()
     answers: list[list[Any]] = []
@@ -77,12 +89,14 @@ def loadgen_child() -> None:
 
     def worker() -> None:
         with httpx.Client(timeout=float(job["timeout"])) as client:
-            while next(tickets) < requests and time.monotonic() < deadline:
+            while (ticket := next(tickets)) < requests and time.monotonic() < deadline:
                 t0 = time.perf_counter()
                 status, version, error = 0, None, None
+                headers = {"content-type": "application/json"}
+                if id_prefix:
+                    headers["x-request-id"] = f"{id_prefix}-{ticket}"
                 try:
-                    response = client.post(job["url"], content=body,
-                                           headers={"content-type": "application/json"})
+                    response = client.post(job["url"], content=body, headers=headers)
                     status = response.status_code
                     if status == 200:
                         version = response.json()["model"]["version"]
@@ -127,13 +141,14 @@ class LoadRun:
 
 def load_with_reload(url: str, body: dict[str, Any], requests: int,
                      reload: Callable[[], dict[str, Any]], *, reload_after: float,
-                     max_seconds: float) -> LoadRun:
+                     max_seconds: float, request_id_prefix: str | None = None) -> LoadRun:
     """`requests` POSTs of `body` at CONCURRENCY; `reload()` runs once the fraction
     `reload_after` of them is answered (early enough for the rest to see the switch:
     under load the reload function itself took up to 17.5 s)."""
     job = {"url": url, "body": body, "requests": requests, "concurrency": CONCURRENCY,
            "timeout": REQUEST_TIMEOUT_S, "max_seconds": max_seconds,
-           "reload_after": int(requests * reload_after)}
+           "reload_after": int(requests * reload_after),
+           "request_id_prefix": request_id_prefix}
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
@@ -190,6 +205,50 @@ def check_and_report(name: str, run: LoadRun, requests: int, old: int, new: int
     return stats
 
 
+# --------------------------------------------------------------------------- prediction logs
+
+LOG_DELIVERY_TIMEOUT_S = 120.0
+
+
+class LoggedRecords:
+    """Prediction records in predictions/ whose request id starts with a prefix; objects
+    are immutable, so each is read once."""
+
+    def __init__(self, store: Any, prefix: str) -> None:
+        self.store, self.prefix = store, prefix
+        self.seen: dict[str, list[tuple[str, int]]] = {}
+
+    def ids(self) -> Counter[tuple[str, int]]:
+        for key in self.store.list_keys("predictions/"):
+            if key not in self.seen:
+                lines = self.store.get(key).body.decode().splitlines()
+                records = [PredictionRecord.model_validate_json(line) for line in lines if line]
+                self.seen[key] = [(r.request_id, r.row) for r in records
+                                  if r.request_id.startswith(self.prefix + "-")]
+        return Counter(x for found in self.seen.values() for x in found)
+
+
+def check_prediction_log(cloud, run: LoadRun, prefix: str, rows_per_request: int) -> None:
+    """The run's records in S3 = the rows of its 200 answers, each logged once."""
+    answered = sum(1 for a in run.answers if a[2] == 200) * rows_per_request
+    logged = LoggedRecords(cloud.store, prefix)
+    started = time.monotonic()
+    cloud.wait_for(f"{answered} logged prediction records under {prefix}",
+                   lambda: sum(logged.ids().values()) >= answered,
+                   timeout_s=LOG_DELIVERY_TIMEOUT_S, every_s=2)
+    waited = time.monotonic() - started
+    time.sleep(3)                       # anything late would be a duplicate
+    ids = logged.ids()
+    print(f"  prediction log: {sum(ids.values())} records for {answered} answered rows in "
+          f"{len(logged.seen)} objects under predictions/ (delivered {waited:.1f} s after "
+          f"the last answer)")
+    assert sum(ids.values()) == answered
+    assert max(ids.values()) == 1, "a record was logged twice"
+    assert {rid for rid, _ in ids} <= {f"{prefix}-{i}" for i in range(len(run.answers))}
+    keys = list(logged.seen)
+    assert all(re.fullmatch(r"predictions/\d{4}/\d{2}/\d{2}/\d{2}/.+", k) for k in keys), keys[:3]
+
+
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
@@ -236,7 +295,17 @@ def one_row(cloud) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- tests
 
-def test_api_gateway_load_with_a_reload(cloud, mlflow_client, two_versions):
+@pytest.fixture
+def log_every_request(cloud) -> Iterator[None]:
+    """The deployed predict function logs every request while the test runs."""
+    before = cloud.function_env("PredictFunction").get("PREDICTION_LOG_SAMPLE_RATE")
+    cloud.set_env("PredictFunction", PREDICTION_LOG_SAMPLE_RATE="1.0")
+    yield
+    cloud.set_env("PredictFunction", PREDICTION_LOG_SAMPLE_RATE=before)
+
+
+def test_api_gateway_load_with_a_reload(cloud, mlflow_client, two_versions,
+                                        log_every_request):
     old, new = switch_plan(cloud, mlflow_client, two_versions)
     url = f"{cloud.api_url.rstrip('/')}/predict"
     cloud.wait_for(f"API Gateway to serve v{old}", lambda: httpx.post(
@@ -254,19 +323,27 @@ def test_api_gateway_load_with_a_reload(cloud, mlflow_client, two_versions):
           f"{cold.get('p50_ms', 0):.0f} ms, p99 {cold.get('p99_ms', 0):.0f} ms, "
           f"{cold['errors']} errors {cold['error_samples']}")
 
+    prefix = f"load-gw-{uuid.uuid4().hex[:8]}"
     run = load_with_reload(url, one_row(cloud), API_GATEWAY_REQUESTS,
                            lambda: cloud.invoke("ReloadFunction"), reload_after=0.1,
-                           max_seconds=900)
+                           max_seconds=900, request_id_prefix=prefix)
 
     check_and_report("API Gateway -> Lambda", run, API_GATEWAY_REQUESTS, old, new)
+    check_prediction_log(cloud, run, prefix, rows_per_request=1)
 
 
 def test_uvicorn_load_of_10k_requests_with_a_reload(cloud, mlflow_client, two_versions):
     old, new = switch_plan(cloud, mlflow_client, two_versions)
 
-    with uvicorn_app(cloud.store) as base:
+    prefix = f"load-uv-{uuid.uuid4().hex[:8]}"
+    firehose = cloud.client("firehose")
+    plog = PredictionLog(lambda: firehose, cloud.outputs["PredictionLogStreamName"], 1.0)
+    with uvicorn_app(cloud.store, prediction_log=plog) as base:
         run = load_with_reload(f"{base}/predict", one_row(cloud), UVICORN_REQUESTS,
                                lambda: cloud.invoke("ReloadFunction"), reload_after=0.25,
-                               max_seconds=900)
+                               max_seconds=900, request_id_prefix=prefix)
+    plog.close(timeout_s=10)
 
     check_and_report("uvicorn (same app, same bucket)", run, UVICORN_REQUESTS, old, new)
+    check_prediction_log(cloud, run, prefix, rows_per_request=1)
+    assert plog.counters.dropped_rows == 0

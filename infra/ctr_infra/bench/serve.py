@@ -228,13 +228,14 @@ def bench_in_process(store: Store, model: LoadedModel, rows: list[dict[str, Any]
 # --------------------------------------------------------------------------- servers
 
 @contextlib.contextmanager
-def uvicorn_app(store: Store) -> Iterator[str]:
+def uvicorn_app(store: Store, prediction_log: PredictionLog | None = None) -> Iterator[str]:
     """This API on uvicorn in a thread of this process (one worker, like mlflow's)."""
     import uvicorn
 
     settings = ServingSettings(bucket_name=store.bucket, pointer_ttl_seconds=5)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, store_factory=lambda: store),
+    app = create_app(settings, store_factory=lambda: store, prediction_log=prediction_log)
+    server = uvicorn.Server(uvicorn.Config(app,
                                            host=LOCALHOST, port=port, log_level="warning",
                                            access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
