@@ -208,3 +208,28 @@ def test_the_request_id_comes_from_the_caller_api_gateway_lambda_or_a_uuid():
                    "aws.event": event}) == "gw-1"
     assert choose({"headers": [], "aws.context": Context()}) == "lambda-7"
     assert len(choose({"headers": [(b"x-request-id", b"x" * 200)]})) == 36
+
+
+def test_through_the_lambda_handler_the_id_is_api_gateways_and_is_logged(store):
+    """Mangum puts the API Gateway event in the scope: its requestId is the answer's
+    X-Request-Id and the logged records' request_id."""
+    from mangum import Mangum
+
+    from ctr_infra.bench.serve import _LambdaContext, api_gateway_event, off_running_loop
+
+    firehose = FakeFirehose()
+    plog = PredictionLog(lambda: firehose, "s", 1.0, flush_interval_s=60)
+    settings = ServingSettings(bucket_name="bucket", web_dir=None)
+    handler = Mangum(create_app(settings, store_factory=lambda: store, prediction_log=plog),
+                     lifespan="off")
+    event = api_gateway_event("POST", "/predict", {"rows": rows(TABLE.slice(0, 2))})
+    event["requestContext"]["requestId"] = "gw-4f2a"
+
+    answer = off_running_loop(lambda: handler(event, _LambdaContext()))
+    plog.flush()
+
+    assert answer["statusCode"] == 200
+    headers = {k.lower(): v for k, v in answer.get("multiValueHeaders", {}).items()}
+    assert headers.get("x-request-id") == ["gw-4f2a"] or answer["headers"].get(
+        "x-request-id") == "gw-4f2a"
+    assert [line["request_id"] for line in firehose.lines()] == ["gw-4f2a", "gw-4f2a"]
