@@ -30,7 +30,7 @@ from tests.unit.test_serving_app import Cloud
 
 PREDICT = "POST /predict"
 OPERATIONS = {PREDICT, "GET /health", "POST /health", "GET /model-info", "POST /model_info",
-              "GET /samples", "GET /model-history"}
+              "GET /samples", "GET /model-history", "GET /monitoring"}
 NO_TRACE = ("Traceback", 'File "')
 
 
