@@ -233,3 +233,11 @@ def test_through_the_lambda_handler_the_id_is_api_gateways_and_is_logged(store):
     assert headers.get("x-request-id") == ["gw-4f2a"] or answer["headers"].get(
         "x-request-id") == "gw-4f2a"
     assert [line["request_id"] for line in firehose.lines()] == ["gw-4f2a", "gw-4f2a"]
+
+
+def test_every_documented_answer_names_the_request_id_header(store):
+    spec = app_with(store, None).get("/openapi.json").json()
+    answers = [answer for operations in spec["paths"].values()
+               for operation in operations.values()
+               for answer in operation["responses"].values()]
+    assert answers and all("X-Request-Id" in a.get("headers", {}) for a in answers)

@@ -67,21 +67,51 @@ def create_app(settings: ServingSettings,
     for module in (predict, status, samples, history, monitoring):
         app.include_router(module.router)
     web.install(app, web.find_web_dir(settings.web_dir))
+    _document_request_id(app)
     return app
+
+
+def _document_request_id(app: FastAPI) -> None:
+    """Every documented answer carries X-Request-Id (added by the middleware, which
+    FastAPI's schema cannot see)."""
+    build = app.openapi
+    header = {"description": "the request's id: the caller's X-Request-Id when valid, else "
+                             "API Gateway's or Lambda's request id, else a uuid; also the "
+                             "prediction log's request_id",
+              "schema": {"type": "string"}}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for answer in operation.get("responses", {}).values():
+                        answer.setdefault("headers", {})["X-Request-Id"] = header
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def default_prediction_log(settings: ServingSettings) -> PredictionLog | None:
     if not settings.prediction_log_stream or settings.prediction_log_sample_rate <= 0:
         return None
-    import boto3
-
-    return PredictionLog(lambda: boto3.client("firehose"), settings.prediction_log_stream,
+    return PredictionLog(lambda: _client("firehose"), settings.prediction_log_stream,
                          settings.prediction_log_sample_rate)
 
 
 def default_alarm_reader(settings: ServingSettings) -> AlarmReader | None:
     if not settings.monitor_alarm_prefix:
         return None
-    import boto3
+    return AlarmReader(lambda: _client("cloudwatch"), settings.monitor_alarm_prefix)
 
-    return AlarmReader(lambda: boto3.client("cloudwatch"), settings.monitor_alarm_prefix)
+
+def _client(service: str) -> Any:
+    """A client of its own session (boto3's default session is not safe to share with
+    the request threads that create S3 clients), with short timeouts and few retries:
+    the prediction log's thread and /monitoring must not hang on a slow endpoint."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2})
+    return boto3.session.Session().client(service, config=config)
