@@ -228,10 +228,14 @@ class PredictionLog:
                 answer = self._client.put_record_batch(
                     DeliveryStreamName=self.stream_name,
                     Records=[{"Data": data} for data in pending])
-                failed = [data for data, entry in zip(pending, answer.get("RequestResponses", []),
-                                                      strict=False) if entry.get("ErrorCode")]
+                entries = answer.get("RequestResponses", [])
                 if not answer.get("FailedPutCount"):
                     failed = []
+                elif len(entries) == len(pending):
+                    failed = [data for data, entry in zip(pending, entries, strict=True)
+                              if entry.get("ErrorCode")]
+                else:                      # cannot tell which: send them all again
+                    failed = pending
             except Exception as err:
                 log.warning("prediction log: PutRecordBatch failed (attempt %d): %s",
                             attempt + 1, err)
