@@ -73,6 +73,8 @@ TASK_POLICIES = {
     "Aggregate one chunk": ["transient", "crash once"],
     "Train model": ["train"],
     "Reload serving model": ["transient"],
+    "Evaluate served model": ["transient"],
+    "Publish rolled-back model": ["transient"],
     "Release lease": ["transient"],
 }
 

@@ -368,25 +368,34 @@ def run_monitor(store: Store, client: Any, model_name: str, *,
         return MonitorResult(status="no_model", reason="no production version yet",
                              production_version=None, previous_version=prev_v,
                              seconds=time.perf_counter() - started, **empty)
-    production = load_served(client, store, model_name, prod_v, "production", downloader)
-    previous = (load_served(client, store, model_name, prev_v, "previous", downloader)
-                if prev_v is not None else None)
-    if production.baseline is None:
-        notes.append(f"production v{prod_v} has no training baseline (trained before "
-                     "monitoring existed): quality only, no drift or skew")
-    if production.last_part is None:
+    last_part = versions.last_part_of(versions.get_version(client, model_name, prod_v))
+    if last_part is None:
         notes.append(f"production v{prod_v} has no {names.TAG_DATA_LAST_PART} tag: every "
                      "part is treated as fresh")
-
     done = {layout.index_of(k) for k in store.list_keys(f"{layout.MONITORING_PREFIX}quality/")
             if k.endswith(".json")}
-    todo = [layout.index_of(k) for k in list_parts(store)]
-    todo = [i for i in todo if i not in done]
-    not_fresh = [i for i in todo if production.last_part is not None
-                 and i <= production.last_part]
+    todo = [i for i in (layout.index_of(k) for k in list_parts(store)) if i not in done]
+    not_fresh = [i for i in todo if last_part is not None and i <= last_part]
+    if not_fresh:
+        notes.append(f"parts {_ranges(not_fresh)} are in production v{prod_v}'s training "
+                     f"window (up to part {last_part}): not fresh, not scored")
     fresh = [i for i in todo if i not in not_fresh]
     limit = max_parts or policy.max_parts
     batch, pending = fresh[:limit], fresh[limit:]
+    served_keys = list(prediction_keys(store, policy.skew_hours))
+    if not batch and not served_keys:     # nothing to score: no model is loaded
+        write_summary(store, model_name, prod_v, prev_v, alarms, policy, notes)
+        return MonitorResult(status="nothing_new", reason="no fresh part without a quality "
+                             "report and no served traffic to compare",
+                             production_version=prod_v, previous_version=prev_v,
+                             seconds=time.perf_counter() - started,
+                             **{**empty, "not_fresh": not_fresh})
+    production = load_served(client, store, model_name, prod_v, "production", downloader)
+    previous = (load_served(client, store, model_name, prev_v, "previous", downloader)
+                if prev_v is not None and batch else None)
+    if production.baseline is None:
+        notes.append(f"production v{prod_v} has no training baseline (trained before "
+                     "monitoring existed): quality only, no drift or skew")
 
     evaluated: list[int] = []
     flagged: dict[str, list[str]] = {}
@@ -413,14 +422,11 @@ def run_monitor(store: Store, client: Any, model_name: str, *,
                 pending = [i for i in batch if i > index] + pending
                 break
     skew, skew_records = (None, 0)
-    if production.baseline is not None and rollback_done is None:
-        skew, skew_records = skew_report(store, production, policy)
+    if production.baseline is not None and rollback_done is None and served_keys:
+        skew, skew_records = skew_report(store, production, policy, served_keys)
         if skew is not None:
             store.put_if_absent(layout.skew_key(datetime.now(tz=UTC).strftime(
                 "%Y%m%dT%H%M%S")), _json(skew), "application/json")
-    if not_fresh:
-        notes.append(f"parts {_ranges(not_fresh)} are in production v{prod_v}'s training "
-                     f"window (up to part {production.last_part}): not fresh, not scored")
     new_aliases = versions.aliases(client, model_name) if rollback_done else current
     write_summary(store, model_name, new_aliases.get(names.PRODUCTION),
                   new_aliases.get(names.PREVIOUS), alarms, policy, notes)
@@ -505,11 +511,11 @@ def read_records(store: Store, keys: Iterator[str]) -> tuple[list[PredictionReco
     return records, bad
 
 
-def skew_report(store: Store, production: ServedModel, policy: MonitorPolicy
-                ) -> tuple[SkewReport | None, int]:
-    """Served rows of the last `skew_hours` hours against production's baseline."""
+def skew_report(store: Store, production: ServedModel, policy: MonitorPolicy,
+                keys: list[str]) -> tuple[SkewReport | None, int]:
+    """Served rows (the prediction-log objects `keys`) against production's baseline."""
     assert production.baseline is not None
-    records, bad = read_records(store, prediction_keys(store, policy.skew_hours))
+    records, bad = read_records(store, iter(keys))
     if bad:
         log.warning("skew: %d malformed prediction-log lines skipped", bad)
     if not records:
