@@ -319,7 +319,8 @@ def read_outputs(cfg: CloudConfig) -> dict[str, str]:
 # --- a deployed stack ---------------------------------------------------------------
 
 # The bucket prefixes the pipeline writes (everything but MLflow's artifacts).
-DATA_PREFIXES = ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/", "audit/")
+DATA_PREFIXES = ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/", "audit/",
+                 "monitoring/", "predictions/")
 
 
 @dataclass
