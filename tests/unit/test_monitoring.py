@@ -336,3 +336,23 @@ def test_no_production_version_is_an_answer_with_a_summary(tmp_path):
     assert (out.status, out.production_version, out.evaluated) == ("no_model", None, [])
     summary = MonitoringSummary.model_validate_json(store.get(layout.MONITORING_SUMMARY_KEY).body)
     assert summary.production_version is None and summary.notes
+
+
+def test_the_bench_section_measures_the_step_on_real_models():
+    from ctr_infra.bench import monitor as bench
+
+    report = bench.run(rows=3000, train_rows=10_000)
+    assert report["rows"] == 3000 and report["seconds_per_million"] > 0
+    assert report["flagged"] == [] and "s per 1M rows" in bench.to_markdown(report)
+
+
+def test_the_handler_reads_its_policy_from_the_stack_parameters(load_handler, monkeypatch):
+    app = load_handler("monitor", monkeypatch, MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+                       DRIFT_THRESHOLD="0.2", MONITOR_MIN_ROWS="500", AUTO_ROLLBACK="false",
+                       ROLLBACK_MIN_ROWS="1000", PROMOTION_TOLERANCE="0.002",
+                       ALARM_PREFIX="stack-monitor-")
+    policy = app.settings.policy()
+    assert (policy.drift.threshold, policy.drift.min_rows) == (0.2, 500)
+    assert (policy.rollback.enabled, policy.rollback.min_rows) == (False, 1000)
+    assert policy.rollback.gate.tolerance == 0.002
+    assert app.settings.alarm_prefix == "stack-monitor-"

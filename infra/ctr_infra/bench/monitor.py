@@ -37,14 +37,17 @@ def _served(role: str, version: int, result: Any, baseline: Any) -> ServedModel:
                        last_part=0, demoted_by_rollback=False)
 
 
-def run(rows: int = 1_000_000, seed: int = 41) -> dict[str, Any]:
-    table, _ = synth.generate_table(TRAIN_ROWS + 40_000, seed=seed)
-    train, val, hold = (table.slice(0, TRAIN_ROWS - 20_000), table.slice(TRAIN_ROWS - 20_000,
-                        20_000), table.slice(TRAIN_ROWS, 40_000))
+def run(rows: int = 1_000_000, seed: int = 41, train_rows: int = TRAIN_ROWS) -> dict[str, Any]:
+    extra = train_rows // 5
+    table, _ = synth.generate_table(train_rows + extra, seed=seed)
+    val_rows = train_rows // 10
+    train, val, hold = (table.slice(0, train_rows - val_rows),
+                        table.slice(train_rows - val_rows, val_rows),
+                        table.slice(train_rows, extra))
     prod = fit(train, val, hold, PARAMS)
     prev = fit(train, val, hold, replace(PARAMS, num_boost_round=20))
     baseline = build_baseline(train, prod.holdout_predictions, prod.predictor.transform)
-    part, _ = synth.generate_table(rows, seed=seed, start_row=TRAIN_ROWS + 40_000)
+    part, _ = synth.generate_table(rows, seed=seed, start_row=train_rows + extra)
     sink = pa.BufferOutputStream()
     pq.write_table(part, sink)
     data = sink.getvalue().to_pybytes()
