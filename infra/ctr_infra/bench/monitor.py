@@ -79,7 +79,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 
 def section(plan: Plan, echo: Echo) -> SectionResult:
-    report = run(rows=plan.monitor_rows)
+    report = run(rows=plan.monitor_rows, train_rows=plan.monitor_train_rows)
     echo(to_markdown(report))
     note = (f"{report['rows']:,} rows, production ({report['trees'][0]:.0f} trees) and "
             f"previous scored, 39 features + prediction drift; n=1")
