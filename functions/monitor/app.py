@@ -19,8 +19,9 @@ from botocore.config import Config
 from mlflow import MlflowClient
 
 from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
+from ctr.monitoring.cloudwatch import CloudWatchAlarms, CloudWatchSink
 from ctr.monitoring.drift import DriftPolicy
-from ctr.monitoring.monitor import CloudWatchAlarms, CloudWatchSink, MonitorPolicy, run_monitor
+from ctr.monitoring.monitor import MonitorPolicy, run_monitor
 from ctr.monitoring.rollback import RollbackPolicy
 from ctr.registry import runlog
 from ctr.registry.audit import AuditRecorder, events_client

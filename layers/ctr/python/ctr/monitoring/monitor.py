@@ -36,22 +36,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pydantic
 
 from ctr import layout, metrics
 from ctr.bundle import PROVENANCE_FILE
 from ctr.clock import iso_now
-from ctr.criteo import lines_to_table
 from ctr.errors import NotFoundError
 from ctr.monitoring.baseline import BASELINE_FILE, Baseline
+from ctr.monitoring.cloudwatch import AlarmReader, MetricsSink
 from ctr.monitoring.drift import (
     METHOD,
     DriftPolicy,
@@ -60,23 +59,22 @@ from ctr.monitoring.drift import (
     prediction_drift,
 )
 from ctr.monitoring.reports import (
-    AlarmState,
     Comparison,
     DriftReport,
     ModelQuality,
-    MonitoringSummary,
     QualityFigures,
     QualityReport,
-    SkewReport,
 )
 from ctr.monitoring.rollback import (
+    AUTO_ROLLBACK_REASON,
     RollbackDecision,
     RollbackEvidence,
     RollbackPolicy,
     decide_rollback,
 )
+from ctr.monitoring.skew import prediction_keys, skew_report
+from ctr.monitoring.summary import report_json, write_summary
 from ctr.predictor import MODEL_FILE, TRANSFORM_FILE, Predictor
-from ctr.predlog import PredictionRecord
 from ctr.registry import audit, names, promotion, versions
 from ctr.schema import LABEL
 from ctr.steps import MonitorResult, RollbackDone
@@ -85,7 +83,6 @@ from ctr.training import list_parts
 
 log = logging.getLogger(__name__)
 
-AUTO_ROLLBACK_REASON = "auto-rollback"
 _RATIO_CAP = 1e6            # a part without clicks: keep the JSON finite
 
 
@@ -96,52 +93,6 @@ class MonitorPolicy:
     max_parts: int = 10          # 1M-row parts: ~30 s each on a loaded 2-core host
     skew_hours: int = 24
     summary_parts: int = 50
-
-
-# --------------------------------------------------------------------------- adapters
-
-class MetricsSink(Protocol):
-    def publish(self, data: list[dict[str, Any]]) -> int: ...
-
-
-class CloudWatchSink:
-    """PutMetricData (LocalStack 2026.3 does not turn Powertools' EMF log lines into
-    metrics, and in AWS one call per part is cheaper than a log line per figure)."""
-
-    def __init__(self, client: Any, namespace: str) -> None:
-        self.client = client
-        self.namespace = namespace
-
-    def publish(self, data: list[dict[str, Any]]) -> int:
-        for start in range(0, len(data), 20):
-            self.client.put_metric_data(Namespace=self.namespace,
-                                        MetricData=data[start:start + 20])
-        return len(data)
-
-
-class AlarmReader(Protocol):
-    def alarms(self) -> list[AlarmState]: ...
-
-
-class CloudWatchAlarms:
-    """The stack's monitoring alarms (names start with `prefix`)."""
-
-    def __init__(self, client: Any, prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-
-    def alarms(self) -> list[AlarmState]:
-        out = []
-        for page in self.client.get_paginator("describe_alarms").paginate(
-                AlarmNamePrefix=self.prefix, AlarmTypes=["MetricAlarm"]):
-            for a in page.get("MetricAlarms", []):
-                updated = a.get("StateUpdatedTimestamp")
-                out.append(AlarmState(
-                    name=a["AlarmName"], state=a.get("StateValue", "INSUFFICIENT_DATA"),
-                    reason=a.get("StateReason"),
-                    updated_at=updated.astimezone(UTC).isoformat(timespec="seconds")
-                    if isinstance(updated, datetime) else None))
-        return sorted(out, key=lambda a: a.name)
 
 
 SeriesLogger = Callable[[str, dict[str, float], int], None]   # (run_id, metrics, step)
@@ -329,10 +280,6 @@ def evaluate_part(index: int, table: pa.Table, production: ServedModel,
 
 # --------------------------------------------------------------------------- the step
 
-def _json(model: pydantic.BaseModel) -> bytes:
-    return model.model_dump_json(indent=1).encode()
-
-
 def _ranges(indices: list[int]) -> str:
     if not indices:
         return "none"
@@ -363,7 +310,7 @@ def run_monitor(store: Store, client: Any, model_name: str, *,
     empty: dict[str, Any] = dict(evaluated=[], not_fresh=[], pending=[], drift_flagged={},
                                  rolled_back=False, skew_records=0, metrics_published=0)
     if prod_v is None:
-        write_summary(store, model_name, None, None, alarms, policy,
+        write_summary(store, model_name, None, None, alarms,
                       ["no production version yet: nothing is served, nothing monitored"])
         return MonitorResult(status="no_model", reason="no production version yet",
                              production_version=None, previous_version=prev_v,
@@ -384,7 +331,8 @@ def run_monitor(store: Store, client: Any, model_name: str, *,
     batch, pending = fresh[:limit], fresh[limit:]
     served_keys = list(prediction_keys(store, policy.skew_hours))
     if not batch and not served_keys:     # nothing to score: no model is loaded
-        write_summary(store, model_name, prod_v, prev_v, alarms, policy, notes)
+        write_summary(store, model_name, prod_v, prev_v, alarms, notes,
+                      parts=policy.summary_parts)
         return MonitorResult(status="nothing_new", reason="no fresh part without a quality "
                              "report and no served traffic to compare",
                              production_version=prod_v, previous_version=prev_v,
@@ -406,11 +354,11 @@ def run_monitor(store: Store, client: Any, model_name: str, *,
         if store.exists(layout.quality_key(index)):
             continue                                   # a concurrent run was first
         if outcome.drift is not None:
-            store.put_if_absent(layout.drift_key(index), _json(outcome.drift),
+            store.put_if_absent(layout.drift_key(index), report_json(outcome.drift),
                                 "application/json")
             flagged[str(index)] = outcome.drift.flagged
         published += _publish(model_name, outcome, policy, sink, log_series)
-        if store.put_if_absent(layout.quality_key(index), _json(outcome.quality),
+        if store.put_if_absent(layout.quality_key(index), report_json(outcome.quality),
                                "application/json") is None:
             continue
         evaluated.append(index)
@@ -423,13 +371,15 @@ def run_monitor(store: Store, client: Any, model_name: str, *,
                 break
     skew, skew_records = (None, 0)
     if production.baseline is not None and rollback_done is None and served_keys:
-        skew, skew_records = skew_report(store, production, policy, served_keys)
+        skew, skew_records = skew_report(store, served_keys, production.baseline,
+                                         production.version, production.predictor.transform,
+                                         policy.drift)
         if skew is not None:
             store.put_if_absent(layout.skew_key(datetime.now(tz=UTC).strftime(
-                "%Y%m%dT%H%M%S")), _json(skew), "application/json")
+                "%Y%m%dT%H%M%S")), report_json(skew), "application/json")
     new_aliases = versions.aliases(client, model_name) if rollback_done else current
     write_summary(store, model_name, new_aliases.get(names.PRODUCTION),
-                  new_aliases.get(names.PREVIOUS), alarms, policy, notes)
+                  new_aliases.get(names.PREVIOUS), alarms, notes, parts=policy.summary_parts)
     reason = (f"evaluated parts {_ranges(evaluated)} with production v{prod_v}"
               + (f" and previous v{prev_v}" if prev_v is not None else "")
               if evaluated else "no fresh part without a quality report")
@@ -486,85 +436,3 @@ def _roll_back(client: Any, model_name: str, outcome: PartOutcome,
                         if capturing and capturing.last else None)
 
 
-# --------------------------------------------------------------------------- skew
-
-def prediction_keys(store: Store, hours: int, now: datetime | None = None) -> Iterator[str]:
-    """Keys of the delivery stream's objects of the last `hours` hours
-    (`predictions/YYYY/MM/DD/HH/...`), one listing per hour partition."""
-    now = now or datetime.now(tz=UTC)
-    for h in range(hours - 1, -1, -1):
-        at = now - timedelta(hours=h)
-        yield from store.list_keys(f"{layout.PREDICTIONS_PREFIX}{at:%Y/%m/%d/%H}/")
-
-
-def read_records(store: Store, keys: Iterator[str]) -> tuple[list[PredictionRecord], int]:
-    """Every well-formed record (one JSON object per line), and how many lines were not."""
-    records, bad = [], 0
-    for key in keys:
-        for line in store.get(key).body.splitlines():
-            if not line.strip():
-                continue
-            try:
-                records.append(PredictionRecord.model_validate_json(line))
-            except pydantic.ValidationError:
-                bad += 1
-    return records, bad
-
-
-def skew_report(store: Store, production: ServedModel, policy: MonitorPolicy,
-                keys: list[str]) -> tuple[SkewReport | None, int]:
-    """Served rows (the prediction-log objects `keys`) against production's baseline."""
-    assert production.baseline is not None
-    records, bad = read_records(store, iter(keys))
-    if bad:
-        log.warning("skew: %d malformed prediction-log lines skipped", bad)
-    if not records:
-        return None, 0
-    table, errors = lines_to_table(["\t".join(r.fields) for r in records])
-    features = feature_drift(table, production.baseline, policy.drift,
-                             production.predictor.transform)
-    times = sorted(r.time for r in records)
-    small = table.num_rows < policy.drift.min_rows
-    report = SkewReport(
-        evaluated_at=iso_now(), since=times[0], until=times[-1], records=len(records),
-        baseline_version=production.version, method=METHOD, features=features,
-        prediction=prediction_drift(np.array([r.probability for r in records]),
-                                    production.baseline, policy.drift),
-        flagged=flagged_names(features), min_rows=policy.drift.min_rows,
-        note="; ".join(filter(None, [
-            f"{len(errors)} logged rows did not parse" if errors else None,
-            f"{table.num_rows} served rows: fewer than MonitorMinRows "
-            f"{policy.drift.min_rows}, nothing flagged" if small else None])) or None)
-    return report, len(records)
-
-
-# --------------------------------------------------------------------------- summary
-
-def _newest(store: Store, prefix: str, n: int) -> list[str]:
-    return sorted(k for k in store.list_keys(prefix) if k.endswith(".json"))[-n:]
-
-
-def write_summary(store: Store, model_name: str, production: int | None,
-                  previous: int | None, alarms: AlarmReader | None, policy: MonitorPolicy,
-                  notes: list[str]) -> MonitoringSummary:
-    """Rewrite `monitoring/summary.json` from the reports in S3 and the alarms."""
-    quality = [QualityReport.model_validate_json(store.get(k).body)
-               for k in _newest(store, f"{layout.MONITORING_PREFIX}quality/",
-                                policy.summary_parts)]
-    drift_keys = _newest(store, f"{layout.MONITORING_PREFIX}drift/", 1)
-    skew_keys = _newest(store, f"{layout.MONITORING_PREFIX}skew/", 1)
-    rollbacks = [k for k in sorted(store.list_keys(audit.model_prefix(model_name)))
-                 if "-rollback-" in k and AUTO_ROLLBACK_REASON in
-                 audit.AuditEvent.model_validate_json(store.get(k).body).reason]
-    summary = MonitoringSummary(
-        generated_at=iso_now(), model_name=model_name, production_version=production,
-        previous_version=previous, quality=quality,
-        drift=DriftReport.model_validate_json(store.get(drift_keys[0]).body)
-        if drift_keys else None,
-        skew=SkewReport.model_validate_json(store.get(skew_keys[0]).body)
-        if skew_keys else None,
-        alarms=alarms.alarms() if alarms is not None else [],
-        rollbacks=rollbacks,
-        notes=notes)
-    store.put(layout.MONITORING_SUMMARY_KEY, _json(summary), "application/json")
-    return summary

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from ctr.metrics import PairedBound
 from ctr.registry.decision import GatePolicy
 
+AUTO_ROLLBACK_REASON = "auto-rollback"     # the audit record's reason starts with it
+
 
 @dataclass(frozen=True)
 class RollbackPolicy:
