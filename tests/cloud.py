@@ -120,7 +120,9 @@ class LambdaError(AssertionError):
 
 # The gate's stack parameters scaled to the suite's data (parts of a few thousand rows);
 # the rule itself is the production one (ctr.registry.decision).
-TEST_STACK_PARAMETERS = {"CTR_HOLDOUT_MIN_ROWS": "200", "CTR_MIN_NEW_ROWS": "1"}
+# Monitoring alarms evaluate every 10 s instead of once per scheduled run (600 s).
+TEST_STACK_PARAMETERS = {"CTR_HOLDOUT_MIN_ROWS": "200", "CTR_MIN_NEW_ROWS": "1",
+                         "CTR_MONITOR_ALARM_PERIOD": "10"}
 
 
 @pytest.fixture(scope="session")

@@ -213,6 +213,8 @@ def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
         python = _require_venv(cfg, "localstack", "python")
         volume = cfg.state_dir / "localstack"
         volume.mkdir(parents=True, exist_ok=True)
+        tmp = cfg.state_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("AWS_", "LOCALSTACK_"))}
         env.update({
@@ -231,6 +233,10 @@ def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
                 "LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT", "60"),
             # DNS server off: nothing here needs LocalStack's resolver; it would bind :53.
             "DNS_ADDRESS": "0",
+            # LocalStack believes it runs in a container here and keeps service state
+            # (CloudWatch's metrics database) in $TMPDIR/localstack, which every instance
+            # deletes when it stops: one per cloud, or concurrent clouds break each other.
+            "TMPDIR": str(tmp),
         })
         return [str(python), "-m", "localstack.runtime.main"], env
 

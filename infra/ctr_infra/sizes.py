@@ -58,6 +58,7 @@ FUNCTION_LAYERS = {
     "aggregate": "deps-data",
     "train": "deps-train",
     "reload": "deps-train",
+    "monitor": "deps-train",
     "predict": "deps-serve",
 }
 # Lambda's environment for marker evaluation.

@@ -29,6 +29,7 @@ EXPECTED = {
     "data.chunk.mb_per_s": True, "data.chunk.lines_per_s": True, "data.chunk.seconds": True,
     "data.chunk.last_over_first": True, "data.aggregate.mb_per_s": True,
     "data.aggregate.lines_per_s": True, "data.gzip_transcode.mb_per_s": True,
+    "monitoring.seconds_per_million": False, "monitoring.peak_rss_mb": True,
     "pipeline.total_s": False, "pipeline.state.chunk_new_lines_s": True,
     "pipeline.state.aggregate_to_parquet_s": True, "pipeline.state.train_model_s": False,
     "pipeline.state.reload_serving_model_s": False,

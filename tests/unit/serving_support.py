@@ -8,6 +8,7 @@ import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -151,6 +152,11 @@ class FakeMlflowClient:
         if start + self.page_size < len(ordered):
             page.token = str(start + self.page_size)
         return page
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[Any]:
+        folder = self.root / run_id / (path or "")
+        return ([SimpleNamespace(path=str(p.relative_to(self.root / run_id)))
+                 for p in sorted(folder.iterdir())] if folder.is_dir() else [])
 
     def download_artifacts(self, run_id: str, path: str, dst_path: str) -> str:
         target = Path(dst_path) / Path(path).name

@@ -89,7 +89,7 @@ def test_localize_makes_every_function_a_hot_reload_zip_function():
                 "python", "ctr", "__init__.py").exists()
     images = {n for n, r in functions(TEMPLATE).items()
               if r["Properties"].get("PackageType") == "Image"}
-    assert images == {"TrainFunction", "ReloadFunction", "PredictFunction"}
+    assert images == {"TrainFunction", "ReloadFunction", "MonitorFunction", "PredictFunction"}
     for name, res in functions(LOCAL).items():
         props = res["Properties"]
         assert props.get("PackageType", "Zip") == "Zip", name

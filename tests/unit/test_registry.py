@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from ctr import layout, registry, synth
 from ctr import metrics as m
 from ctr.errors import NoModelError, NotFoundError, TransientError
+from ctr.monitoring.baseline import Baseline
 from ctr.registry import gate as gating
 from ctr.registry import names, runlog, versions
 from ctr.registry.decision import GatePolicy
@@ -134,6 +135,10 @@ def test_first_version_becomes_production_with_a_complete_run(scenario, client):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f.path for f in client.list_artifacts(out["run_id"], "feature_transform")] == [
         names.TRANSFORM_ARTIFACT]
+    # The monitoring baseline: the training rows' bins and the holdout's predictions.
+    baseline = Baseline.from_json(Path(client.download_artifacts(
+        out["run_id"], names.BASELINE_ARTIFACT)).read_bytes())
+    assert (baseline.rows, baseline.holdout_rows) == (6480, 800)
     inputs = {d.dataset.name: (d.dataset.digest, [t.value for t in d.tags])
               for d in run.inputs.dataset_inputs}
     # 8,000 rows: holdout max(400, 800) = 800, validation 720, training 6,480.

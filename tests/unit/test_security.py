@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from ctr import aggregate, bundle, chunking, guard, synth, training
+from ctr.monitoring.drift import DriftPolicy
+from ctr.monitoring.monitor import MonitorPolicy, run_monitor
 from ctr.monitoring.view import AlarmReader
+from ctr.predlog import PredictionRecord
 from ctr.registry import audit
 from ctr.serving.app import ServingSettings, create_app
 from ctr.serving.prediction_log import PredictionLog
@@ -231,6 +235,16 @@ def allowed(logical: str, action: str, resource: str, prefix: str | None = None,
     return False
 
 
+# CloudWatch's PutMetricData has no resource-level permission: its one statement may name
+# "*" and is scoped by a namespace condition instead. DescribeAlarms names the stack's
+# monitoring alarms.
+METRICS_STATEMENT = {"Sid": "PublishMetrics", "Effect": "Allow",
+                     "Action": "cloudwatch:PutMetricData", "Resource": "*",
+                     "Condition": {"StringEquals": {"cloudwatch:namespace": "CtrPipeline"}}}
+ALARMS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:"
+                         "alarm:${AWS::StackName}-monitor-*"}
+
+
 def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
     for logical in [*FUNCTIONS, "PipelineStateMachine"]:
         for policy in RES[logical]["Properties"]["Policies"]:
@@ -239,6 +253,13 @@ def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
             assert set(policy) <= {"Statement", "LambdaInvokePolicy"}, (logical, policy)
         for stmt in statements(logical):
             assert stmt["Effect"] == "Allow"
+            if stmt.get("Sid") == "PublishMetrics":
+                assert (logical, stmt) == ("MonitorFunction", METRICS_STATEMENT)
+                continue
+            if stmt.get("Sid") == "ReadAlarms":
+                assert (logical, stmt["Action"], stmt["Resource"]) == (
+                    "MonitorFunction", "cloudwatch:DescribeAlarms", ALARMS_ARN)
+                continue
             for action in as_list(stmt["Action"]):
                 assert "*" not in action, (logical, action)
             for resource in as_list(stmt["Resource"]):
@@ -254,7 +275,10 @@ def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
                     assert as_list(stmt["Action"]) == [PREDICT_EXTRA[resolve(resource)]], stmt
     for logical in FUNCTIONS:
         actions = {a for s in statements(logical) for a in as_list(s["Action"])}
-        expected = S3_ACTIONS | ({"events:PutEvents"} if logical == "TrainFunction" else set())
+        expected = S3_ACTIONS | ({"events:PutEvents"} if logical in {
+            "TrainFunction", "MonitorFunction"} else set()) | (
+            {"cloudwatch:PutMetricData", "cloudwatch:DescribeAlarms"}
+            if logical == "MonitorFunction" else set())
         if logical == "PredictFunction":
             expected |= set(PREDICT_EXTRA.values())
         assert actions <= expected, (logical, actions - expected)
@@ -291,6 +315,9 @@ WRITES = {
                       "audit/*",                 # the audit trail, create-only
                       "serving/registry.json"},  # the registry snapshot after the gate
     "ReloadFunction": {"serving/*"},              # the bundle and the production pointer
+    "MonitorFunction": {"monitoring/quality/*", "monitoring/drift/*",   # create-only
+                        "monitoring/skew/*", "audit/*",                 # create-only
+                        "monitoring/summary.json"},
     "PredictFunction": set(),                     # read-only: cannot promote or publish
 }
 
@@ -310,7 +337,7 @@ def test_the_state_machine_invokes_only_the_pipeline_and_lists_only_chunks():
     in_definition = {v["Fn::GetAtt"][0] for v in props["DefinitionSubstitutions"].values()
                      if "Fn::GetAtt" in v}
     assert invoked == in_definition == {"GuardFunction", "ChunkFunction", "AggregateFunction",
-                                        "TrainFunction", "ReloadFunction"}
+                                        "TrainFunction", "ReloadFunction", "MonitorFunction"}
     asl = (ROOT / props["DefinitionUri"]).read_text()
     readers = re.findall(r'"Prefix":\s*"([^"]*)"', asl)
     assert readers == ["chunks/"]
@@ -401,6 +428,17 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     bundle.refresh_registry_snapshot(registry, store, MODEL_NAME)
     s3.role = "ReloadFunction"
     bundle.publish_production(registry, store, MODEL_NAME, downloader=copy_downloader)
+    s3.role = None
+    stamp = datetime.now(tz=UTC)
+    record = PredictionRecord(request_id="r1", time=stamp.isoformat(), model_version=1,
+                              run_id="run0001", row=0, fields=[""] * 39, probability=0.2)
+    store.put(f"predictions/{stamp:%Y/%m/%d/%H}/stream-1", record.model_dump_json().encode())
+    s3.role = "MonitorFunction"
+    for _ in range(2):                 # the second finds every part evaluated
+        run_monitor(store, registry, MODEL_NAME, policy=MonitorPolicy(
+            drift=DriftPolicy(min_rows=10)), recorder=recorder, downloader=copy_downloader)
+    assert store.exists("monitoring/summary.json")
+    assert len(list(store.list_keys("monitoring/quality/"))) == 4
     s3.role = "PredictFunction"
     api = TestClient(create_app(ServingSettings(bucket_name="bucket", web_dir=None),
                                 store_factory=lambda: store))

@@ -73,6 +73,8 @@ TASK_POLICIES = {
     "Aggregate one chunk": ["transient", "crash once"],
     "Train model": ["train"],
     "Reload serving model": ["transient"],
+    "Evaluate served model": ["transient"],
+    "Publish rolled-back model": ["transient"],
     "Release lease": ["transient"],
 }
 
@@ -184,7 +186,10 @@ def test_overlap_and_nothing_new_end_as_success_not_failure():
     states = ASL["States"]
     assert states[states["Lease acquired?"]["Default"]]["Type"] == "Succeed"
     nothing = states["Anything new to train on?"]["Choices"][0]
-    assert nothing["StringEquals"] == "exhausted"
+    # exhausted AND nothing was pending: chunks aggregated from a backlog still train
+    assert nothing["And"] == [
+        {"Variable": "$.chunk.value.status", "StringEquals": "exhausted"},
+        {"Variable": "$.plan.value.pending_count", "NumericEquals": 0}]
     assert states[nothing["Next"]]["Next"] == "What happened?"
     assert ending({"lease", "chunk", "plan", "released"}) == "Nothing new"
     assert states["Nothing new"]["Type"] == "Succeed"

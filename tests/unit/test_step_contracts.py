@@ -541,7 +541,9 @@ def test_each_lambda_task_gets_its_result_model_from_its_function_and_action():
                      "Chunk new lines": "ChunkResult",
                      "Plan aggregation": "PlanResult", "Aggregate to Parquet": "AggregateResult",
                      "Aggregate one chunk": "AggregateResult", "Train model": "TrainResult",
-                     "Reload serving model": "ReloadResult", "Release lease": "LeaseReleased"}
+                     "Reload serving model": "ReloadResult", "Release lease": "LeaseReleased",
+                     "Evaluate served model": "MonitorResult",
+                     "Publish rolled-back model": "ReloadResult"}
 
 
 def test_payload_keys_outside_the_event_schemas_are_what_we_say():

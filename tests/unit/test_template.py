@@ -52,7 +52,8 @@ def dockerfile_stages() -> set[str]:
 
 
 def test_image_functions_build_from_the_dockerfile():
-    assert set(IMAGE) == {"TrainFunction", "ReloadFunction", "PredictFunction"}
+    assert set(IMAGE) == {"TrainFunction", "ReloadFunction", "MonitorFunction",
+                          "PredictFunction"}
     for name, res in IMAGE.items():
         props, meta = res["Properties"], res["Metadata"]
         assert not {"Runtime", "Handler", "Layers", "CodeUri"} & set(props), name

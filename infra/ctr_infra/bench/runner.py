@@ -10,6 +10,8 @@ Sections, in the order they run (each its own module in this package):
 * **data**: chunk and aggregate throughput on a 10-chunk synthetic file against
   `gzip -dc` and `pyarrow.csv.read_csv` on the same bytes, and the cost of a late
   chunk against the seed's re-read-from-line-0 method.
+* **monitoring**: the monitor step's cost per 1M fresh rows (Parquet decode, two models
+  scored, quality figures, the paired comparison, drift of 39 features).
 * **pipeline**: one Step Functions execution on N new lines on the local cloud, wall
   time per state from the execution history.
 * **serving**: in-process, uvicorn, API Gateway -> Lambda and `mlflow models serve`
@@ -41,7 +43,7 @@ from ctr_infra.bench.report import SectionResult, json_safe
 from ctr_infra.localcloud import CloudConfig, CloudError
 
 SCHEMA = "ctr-bench/1"
-SECTIONS = ("sizes", "training", "data", "pipeline", "serving")
+SECTIONS = ("sizes", "training", "data", "monitoring", "pipeline", "serving")
 CLOUD_SECTIONS = frozenset({"pipeline", "serving"})
 DEFAULT_OUTPUT_DIR = localcloud.REPO_ROOT / ".local" / "bench"
 
@@ -83,7 +85,8 @@ def _offline(module: str) -> Callable[[Plan, Echo], SectionResult]:
 
 
 OFFLINE_SECTIONS: dict[str, Callable[[Plan, Echo], SectionResult]] = {
-    "sizes": _offline("sizes"), "training": _offline("train"), "data": _offline("data")}
+    "sizes": _offline("sizes"), "training": _offline("train"), "data": _offline("data"),
+    "monitoring": _offline("monitor")}
 
 
 def run(plan: Plan = FULL, only: tuple[str, ...] = SECTIONS,

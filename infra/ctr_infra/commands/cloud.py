@@ -46,7 +46,8 @@ def stack_parameters(cfg: CloudConfig, schedule_on: bool) -> dict[str, str]:
                             ("CTR_MAX_TRAIN_ROWS", "MaxTrainRows"),
                             ("CTR_HOLDOUT_MIN_ROWS", "HoldoutMinRows"),
                             ("CTR_MIN_NEW_ROWS", "MinNewRows"),
-                            ("CTR_PROMOTION_TOLERANCE", "PromotionTolerance")):
+                            ("CTR_PROMOTION_TOLERANCE", "PromotionTolerance"),
+                            ("CTR_MONITOR_ALARM_PERIOD", "MonitorAlarmPeriod")):
         if os.environ.get(env_name):
             params[param] = os.environ[env_name]
     return params

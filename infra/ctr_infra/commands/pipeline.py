@@ -2,7 +2,7 @@
 
 `ctr run` starts an execution of the state machine, shows each state as it is entered
 and prints a summary; `--stage` invokes one function alone (chunk, aggregate, train,
-reload), as the seed's per-stage DAGs did; `ctr runs` lists recent executions.
+reload, monitor), as the seed's per-stage DAGs did; `ctr runs` lists recent executions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ctr_infra.localcloud import CloudConfig, CloudError
 
 STAGES = {"guard": "GuardFunctionName", "chunk": "ChunkFunctionName",
           "aggregate": "AggregateFunctionName", "train": "TrainFunctionName",
-          "reload": "ReloadFunctionName"}
+          "reload": "ReloadFunctionName", "monitor": "MonitorFunctionName"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

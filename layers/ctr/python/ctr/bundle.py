@@ -11,6 +11,7 @@ written; `provenance.json` goes last and marks the bundle complete):
 
     serving/v{N}/model.ubj               the booster in XGBoost's own UBJSON format
     serving/v{N}/feature_transform.json  the transform state saved with the run
+    serving/v{N}/baseline.json           the monitoring baseline (runs since issue 14)
     serving/v{N}/provenance.json         who/what/when: registry, run and data facts
 
 `serving/registry.json` is a snapshot of every registered version (aliases, status,
@@ -36,6 +37,7 @@ import pydantic
 from ctr import layout
 from ctr.clock import iso_from_ms, iso_now
 from ctr.errors import ConflictError, DataError, NoModelError, NotFoundError, ValidationError
+from ctr.monitoring.baseline import BASELINE_FILE
 from ctr.predictor import MODEL_FILE, TRANSFORM_FILE, Predictor
 from ctr.registry import names
 from ctr.registry.versions import Downloader, RegistrySnapshot, fetch_model, run_metrics, snapshot
@@ -215,6 +217,8 @@ def export_bundle(client: Any, store: Store, model_name: str, version: int,
         metrics=run_metrics(run), exported_at=iso_now())
     store.put_if_absent(prefix + MODEL_FILE, fetched.model_bytes)
     store.put_if_absent(prefix + TRANSFORM_FILE, fetched.transform_bytes, "application/json")
+    if fetched.baseline_bytes is not None:
+        store.put_if_absent(prefix + BASELINE_FILE, fetched.baseline_bytes, "application/json")
     store.put_if_absent(prefix + PROVENANCE_FILE,
                         json.dumps(provenance.model_dump(mode="json"), indent=2,
                                    sort_keys=True).encode(),

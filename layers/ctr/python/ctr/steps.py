@@ -324,3 +324,44 @@ class NoModelYet(StepModel):
 
 
 type SyncResult = ReloadResult | NoModelYet
+
+
+# --------------------------------------------------------------------------- monitor
+
+class MonitorEvent(StepEvent):
+    """The monitor function's event; every field is optional. `execution` names the
+    actor of an automatic rollback in the audit trail."""
+
+    execution: str = "manual"
+    max_parts: pydantic.PositiveInt | None = None      # parts evaluated in this run
+
+
+class RollbackDone(StepModel):
+    """An automatic rollback: `production` went from `rolled_back` to `restored`."""
+
+    restored: int
+    rolled_back: int
+    part: int
+    reason: str
+    audit_event_id: str | None
+
+
+class MonitorResult(StepModel):
+    """`status` "evaluated": parts were scored (`evaluated`); "nothing_new": every part
+    is evaluated or was in the production version's data (`not_fresh`); "no_model": no
+    production version yet. `rolled_back` is what the state machine branches on: serving
+    must follow the registry (reload) in the same execution."""
+
+    status: Literal["evaluated", "nothing_new", "no_model"]
+    reason: str
+    production_version: int | None
+    previous_version: int | None
+    evaluated: list[int]
+    not_fresh: list[int]
+    pending: list[int]                 # fresh parts left for the next run (max_parts)
+    drift_flagged: dict[str, list[str]]   # part index (as text) -> flagged features
+    rolled_back: bool
+    rollback: RollbackDone | None = _absent()
+    skew_records: int
+    metrics_published: int
+    seconds: float

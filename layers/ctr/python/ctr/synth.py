@@ -18,6 +18,11 @@ What the stream looks like (chosen to resemble the Kaggle Display Advertising da
   monotone effects of the integers, informative missingness, two interactions
   (C9 x C20 and log(I1) x C17) and, optionally, a slow drift: a C14-dependent effect
   that changes sinusoidally with the row index (period `DRIFT_PERIOD_ROWS`).
+* a covariate shift, optionally (`shift`, for monitoring tests): an integer column's
+  latent draw moves by `amount` standard deviations (its median is multiplied by
+  exp(sigma * amount)); a categorical column's Zipf ranks rotate by `amount` ranks, so
+  its head values become rare and rarer ones take their place. Labels follow the
+  shifted values through the same model: only the inputs' distribution changes.
 
 Rows are generated in fixed blocks of `BLOCK_ROWS`, each from its own RNG streams seeded
 with (seed, block index) and drawn row by row. So any slice of the stream is reproducible
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import gzip
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -148,7 +153,7 @@ def _zipf_ranks(u: np.ndarray, k: int, a: float) -> np.ndarray:
 
 
 def _generate_block(model: SynthModel, seed_seq: np.random.SeedSequence, first_row: int,
-                    n: int) -> dict[str, np.ndarray]:
+                    n: int, shift: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
     """Raw arrays for the first `n` rows of a block starting at row `first_row`.
 
     Each kind of draw has its own stream and is drawn row by row (shape (n, k)), so the
@@ -167,6 +172,7 @@ def _generate_block(model: SynthModel, seed_seq: np.random.SeedSequence, first_r
     for j in range(N_INT):
         load = model.activity_loading[j]
         z = load * activity + math.sqrt(1.0 - load * load) * noise[j]
+        z = z + (shift or {}).get(f"I{j + 1}", 0.0)
         raw = np.exp(math.log1p(INT_MEDIANS[j]) + INT_SIGMAS[j] * z)
         ints[j] = np.maximum(np.minimum(raw, 1e12).astype(np.int64) - 1, 0) - INT_SHIFTS[j]
         contribution = model.int_weights[j] * (np.log1p(np.maximum(ints[j], 0))
@@ -177,6 +183,8 @@ def _generate_block(model: SynthModel, seed_seq: np.random.SeedSequence, first_r
     cat_missing = missing_u[N_INT:] < np.asarray(CAT_MISSING)[:, None]
     for j in range(N_CAT):
         ranks[j] = _zipf_ranks(cat_u[j], CARDINALITIES[j], model.zipf_exponents[j])
+        if offset := int((shift or {}).get(f"C{j + 1}", 0)):
+            ranks[j] = (ranks[j] + offset) % CARDINALITIES[j]
         logit += np.where(cat_missing[j], model.cat_missing_effect[j],
                           model.cat_effects[j][ranks[j]])
 
@@ -219,8 +227,8 @@ def _block_table(model: SynthModel, block: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA)
 
 
-def _blocks(rows: int, seed: int, start_row: int, drift: float
-            ) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _blocks(rows: int, seed: int, start_row: int, drift: float,
+            shift: Mapping[str, float] | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """(table, p) pieces covering rows [start_row, start_row + rows) in order."""
     model = build_model(seed, drift)
     end = start_row + rows
@@ -228,23 +236,25 @@ def _blocks(rows: int, seed: int, start_row: int, drift: float
         block_start = b * BLOCK_ROWS
         lo = max(start_row, block_start) - block_start
         hi = min(end, block_start + BLOCK_ROWS) - block_start
-        block = _generate_block(model, np.random.SeedSequence([seed, b]), block_start, hi)
+        block = _generate_block(model, np.random.SeedSequence([seed, b]), block_start, hi,
+                                shift)
         yield _block_table(model, block).slice(lo, hi - lo), block["p"][lo:hi]
 
 
-def generate_table(rows: int, seed: int = 0, start_row: int = 0,
-                   drift: float = 0.0) -> tuple[pa.Table, np.ndarray]:
+def generate_table(rows: int, seed: int = 0, start_row: int = 0, drift: float = 0.0,
+                   shift: Mapping[str, float] | None = None) -> tuple[pa.Table, np.ndarray]:
     """`rows` rows of the stream for `seed` starting at row `start_row`.
 
     Returns a table with exactly `PARQUET_SCHEMA` and the true click probability of each
     row (float64). Deterministic: the same (seed, row index, drift) always gives the
-    same row, whatever slice it is drawn in.
+    same row, whatever slice it is drawn in. `shift` ({column: amount}) moves the
+    distribution of the named columns (see the module docstring).
     """
     if rows < 0 or start_row < 0:
         raise ValueError("rows and start_row must be >= 0")
     if rows == 0:
         return PARQUET_SCHEMA.empty_table(), np.empty(0)
-    tables, probas = zip(*_blocks(rows, seed, start_row, drift), strict=True)
+    tables, probas = zip(*_blocks(rows, seed, start_row, drift, shift), strict=True)
     return pa.concat_tables(tables), np.concatenate(probas)
 
 

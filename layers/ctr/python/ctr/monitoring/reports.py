@@ -50,6 +50,10 @@ class Comparison(_Report):
     logloss_diff_mean: float
     logloss_diff_upper95: float
     previous_better: bool = Field(description="upper95 < -tolerance: proven better")
+    tolerance: float | None = None
+    previous_calibration_ratio: float | None = None
+    previous_calibration_low95: float | None = None
+    previous_calibration_high95: float | None = None
 
 
 class QualityReport(_Report):
@@ -59,6 +63,8 @@ class QualityReport(_Report):
     rows: int
     models: list[ModelQuality] = Field(description="production first, then previous if any")
     comparison: Comparison | None = None
+    fresh: bool = Field(True, description="no served version was trained on these rows")
+    note: str | None = None
 
 
 class FeatureDrift(_Report):
@@ -68,8 +74,10 @@ class FeatureDrift(_Report):
     threshold: float
     flagged: bool
     unseen_share: float | None = Field(
-        None, description="categorical: share of non-missing values never seen in training")
+        default=None, description="categorical: share of non-missing values never seen in training")
     missing_share: float | None = None
+    baseline_unseen_share: float | None = Field(
+        default=None, description="categorical: the same share on the training rows")
 
 
 class DriftReport(_Report):
@@ -82,6 +90,8 @@ class DriftReport(_Report):
     features: list[FeatureDrift]
     prediction: FeatureDrift | None = None
     flagged: list[str] = Field(description="names of flagged features, in column order")
+    min_rows: int | None = Field(default=None, description="fewer rows than this flag nothing")
+    note: str | None = None
 
 
 class SkewReport(_Report):
@@ -96,6 +106,8 @@ class SkewReport(_Report):
     features: list[FeatureDrift]
     prediction: FeatureDrift | None = None
     flagged: list[str]
+    min_rows: int | None = None
+    note: str | None = None
 
 
 class AlarmState(_Report):
@@ -118,3 +130,5 @@ class MonitoringSummary(_Report):
     alarms: list[AlarmState]
     rollbacks: list[str] = Field(default_factory=list,
                                  description="audit keys of automatic rollbacks")
+    notes: list[str] = Field(default_factory=list,
+                             description="why something is not shown (no baseline, ...)")

@@ -35,6 +35,8 @@ TAG_DATA_LAST_PART = "data_last_part"
 TAG_HOLDOUT_LOGLOSS = "holdout_logloss"
 TAG_HOLDOUT_AUC = "holdout_auc"
 TAG_HOLDOUT_ROWS = "data_holdout_rows"         # the exact holdout rows, part[offset:end]@digest
+# "true" on a version the monitor's auto-rollback demoted: it is never restored automatically.
+TAG_AUTO_ROLLBACK_DEMOTED = "demoted_by_auto_rollback"
 # The gate's comparison, as ctr.registry.decision.Decision.numbers() writes it.
 GATE_TAGS = ("compared_with_version", "gate_rows", "logloss_diff_mean", "logloss_diff_upper95",
              "promotion_tolerance", "calibration_ratio", "auc_diff_mean", "auc_diff_upper95")
@@ -45,3 +47,5 @@ TRANSFORM_ARTIFACT_DIR = "feature_transform"
 TRANSFORM_ARTIFACT = f"{TRANSFORM_ARTIFACT_DIR}/feature_transform.json"
 PLOTS_ARTIFACT_DIR = "plots"
 DATA_RANGES_ARTIFACT = "data/ranges.json"               # every slice of the window
+BASELINE_ARTIFACT_DIR = "monitoring"
+BASELINE_ARTIFACT = f"{BASELINE_ARTIFACT_DIR}/baseline.json"   # ctr.monitoring.baseline

@@ -87,11 +87,12 @@ def promote(client: Any, model_name: str, version: int | str,
 
 
 def rollback(client: Any, model_name: str, reason: str = "operator rollback", *,
-             recorder: Recorder | None = None) -> AliasChange:
+             recorder: Recorder | None = None,
+             numbers: dict[str, float | str] | None = None) -> AliasChange:
     """production <- previous. The rolled-back version is archived with the reason and
     `previous` is cleared (there is no older `previous` to fall back to). Repeating it
     is a no-op that says so. The record names the version restored, the one replaced,
-    and why."""
+    and why, with `numbers` (the evidence of an automatic rollback) added."""
     current_aliases = aliases(client, model_name)
     current, prev = current_aliases.get(names.PRODUCTION), current_aliases.get(names.PREVIOUS)
     if current is None:
@@ -106,7 +107,8 @@ def rollback(client: Any, model_name: str, reason: str = "operator rollback", *,
                             reason=f"restores v{prev} in place of v{current}: {reason}",
                             production_before=current, production_after=prev,
                             previous_before=prev, previous_after=None,
-                            numbers={"restored_version": prev, "rolled_back_version": current})
+                            numbers={**(numbers or {}), "restored_version": prev,
+                                     "rolled_back_version": current})
         _status(client, model_name, current, names.Status.ARCHIVED,
                 f"rolled back to v{prev} at {iso_now()}: {reason}")
         _status(client, model_name, prev, names.Status.PRODUCTION,

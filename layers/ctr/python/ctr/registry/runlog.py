@@ -31,6 +31,7 @@ from mlflow.types import ColSpec, Schema
 from ctr import plots
 from ctr.errors import TransientError
 from ctr.features import FEATURE_NAMES
+from ctr.monitoring.baseline import Baseline
 from ctr.registry import names
 from ctr.registry.decision import Decision
 from ctr.registry.versions import is_mlflow_error
@@ -99,9 +100,10 @@ def _dataset_schema() -> Schema:
 
 
 def log_run(client: MlflowClient, experiment_id: str, result: FitResult, window: Window, *,
-            bucket: str, max_train_rows: int, execution: str) -> tuple[str, ModelInfo]:
+            bucket: str, max_train_rows: int, execution: str,
+            baseline: Baseline | None = None) -> tuple[str, ModelInfo]:
     """One MLflow run with params, metrics, learning curve, dataset inputs, plots, the
-    transform and the model. Returns (run_id, ModelInfo)."""
+    transform, the monitoring baseline and the model. Returns (run_id, ModelInfo)."""
     predictor = result.predictor
     with tracking(client), mlflow.start_run(
             experiment_id=experiment_id,
@@ -126,6 +128,8 @@ def log_run(client: MlflowClient, experiment_id: str, result: FitResult, window:
         mlflow.log_dict({"slices": [asdict(piece) for piece in window.slices]},
                         names.DATA_RANGES_ARTIFACT)
         mlflow.log_dict(predictor.transform.to_dict(), names.TRANSFORM_ARTIFACT)
+        if baseline is not None:
+            mlflow.log_dict(baseline.model_dump(mode="json"), names.BASELINE_ARTIFACT)
         with tempfile.TemporaryDirectory(prefix="ctr-plots-") as tmp:
             for name, png in plots.all_plots(result.holdout_labels, result.holdout_predictions,
                                              predictor.booster, result.evals_result).items():
@@ -201,3 +205,14 @@ def log_decision(client: MlflowClient, run_id: str, decision: Decision) -> None:
                      tags=[RunTag(f"gate.{k}", v) for k, v in numbers.items()]
                      + [RunTag("gate.promoted", str(decision.promoted)),
                         RunTag("gate.reason", decision.reason[:_TAG_LIMIT])])
+
+
+def log_fresh_metrics(client: MlflowClient, run_id: str, values: dict[str, float],
+                      step: int) -> None:
+    """The monitor's figures of one fresh part on a version's run, as a time series
+    (step = part index), so the MLflow UI plots quality over parts."""
+    now = int(datetime.now(tz=UTC).timestamp() * 1000)
+    batch = [Metric(key, float(v), now, step) for key, v in values.items()
+             if math.isfinite(v)]
+    if batch:
+        client.log_batch(run_id, metrics=batch)

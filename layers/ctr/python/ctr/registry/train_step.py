@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 
+from ctr.monitoring.baseline import build_baseline
 from ctr.registry import audit, names, runlog, versions
 from ctr.registry import gate as gating
 from ctr.registry.decision import GatePolicy
@@ -46,15 +47,10 @@ class TrainPolicy:
     min_new_rows: int = 100_000
 
 
-def _last_part(mv: object) -> int | None:
-    value = (getattr(mv, "tags", None) or {}).get(names.TAG_DATA_LAST_PART, "")
-    return int(value) if value.isdigit() else None
-
-
 def last_trained_part(client: MlflowClient, model_name: str) -> int | None:
     """Highest Parquet part index any registered version was trained or tested on."""
     parts = [p for v in versions.all_versions(client, model_name)
-             if (p := _last_part(v)) is not None]
+             if (p := versions.last_part_of(v)) is not None]
     return max(parts) if parts else None
 
 
@@ -63,7 +59,7 @@ def production_last_part(client: MlflowClient, model_name: str) -> int | None:
     current = versions.aliases(client, model_name).get(names.PRODUCTION)
     if current is None:
         return None
-    return _last_part(versions.get_version(client, model_name, current))
+    return versions.last_part_of(versions.get_version(client, model_name, current))
 
 
 def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
@@ -94,9 +90,13 @@ def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
         except NotEnoughData as err:
             return _skipped(err.message)
         result = fit(window.train, window.validation, window.holdout, params)
+        # What monitoring compares new parts and served traffic with (issue 14).
+        baseline = build_baseline(window.train, result.holdout_predictions,
+                                  result.predictor.transform)
         run_id, model_info = runlog.log_run(
             client, runlog.ensure_experiment(client, experiment_name), result, window,
-            bucket=store.bucket, max_train_rows=policy.window.max_rows, execution=execution)
+            bucket=store.bucket, max_train_rows=policy.window.max_rows, execution=execution,
+            baseline=baseline)
         version = runlog.register(client, model_name, run_id, model_info, result, window,
                                   execution)
         current = versions.aliases(client, model_name)

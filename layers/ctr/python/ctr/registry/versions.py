@@ -68,6 +68,13 @@ def get_version(client: Any, model_name: str, version: int | str) -> Any:
         raise
 
 
+def last_part_of(mv: Any) -> int | None:
+    """The newest Parquet part a version was trained or tested on (its `data_last_part`
+    tag), None when it has none."""
+    value = (getattr(mv, "tags", None) or {}).get(names.TAG_DATA_LAST_PART, "")
+    return int(value) if value.isdigit() else None
+
+
 def run_id_of(mv: Any) -> str:
     if not mv.run_id:
         raise DataError(f"{mv.name} version {mv.version} has no MLflow run",
@@ -190,6 +197,7 @@ class FetchedModel:
     artifact_uri: str           # where the registry says the logged model is
     model_bytes: bytes
     transform_bytes: bytes
+    baseline_bytes: bytes | None = None     # the monitoring baseline, when the run has one
 
     def predictor(self) -> Predictor:
         return Predictor.from_bytes(self.model_bytes, self.transform_bytes)
@@ -217,7 +225,17 @@ def fetch_model(client: Any, model_name: str, version: int | str,
         model_bytes = _booster_ubj(download(artifact_uri, Path(tmp) / "model"))
         transform_path = client.download_artifacts(run_id, names.TRANSFORM_ARTIFACT, tmp)
         transform_bytes = Path(transform_path).read_bytes()
-    return FetchedModel(mv, artifact_uri, model_bytes, transform_bytes)
+        baseline_bytes = _optional_artifact(client, run_id, names.BASELINE_ARTIFACT, tmp)
+    return FetchedModel(mv, artifact_uri, model_bytes, transform_bytes, baseline_bytes)
+
+
+def _optional_artifact(client: Any, run_id: str, path: str, tmp: str) -> bytes | None:
+    """A run artifact that older runs do not have (listed first: a missing artifact is an
+    answer, not an error)."""
+    parent = path.rsplit("/", 1)[0]
+    if path not in {f.path for f in client.list_artifacts(run_id, parent)}:
+        return None
+    return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
 
 
 def load_predictor(client: Any, model_name: str, version: int | str,
