@@ -14,9 +14,10 @@ router = APIRouter()
 
 
 @router.post("/predict", response_model=schemas.PredictResponse)
-async def predict(request: schemas.PredictRequest, cache: Cache,
-                  settings: Settings) -> dict[str, Any]:
-    """Predict click probabilities for rows, TSV lines or 39-value feature lists."""
+async def predict(request: schemas.PredictRequest, cache: Cache, settings: Settings,
+                  explain: bool = False) -> dict[str, Any]:
+    """Predict click probabilities for rows, TSV lines or 39-value feature lists;
+    `?explain=true` adds each row's per-field contributions (logit units)."""
     # Async on purpose: the CPU work (about a millisecond for one row) runs inline
     # instead of paying thread hand-offs; only the occasional S3 pointer check,
     # which can block, goes to the thread pool.
@@ -24,6 +25,11 @@ async def predict(request: schemas.PredictRequest, cache: Cache,
     if cache.due():
         await run_in_threadpool(cache.refresh)
     model = cache.get()
+    if explain:
+        why = model.predictor.explain_table(table)
+        return {"predictions": why.probabilities.tolist(),
+                "num_samples": len(why.probabilities), "model": model.ref,
+                "explanations": schemas.explanations(why.base, why.contributions)}
     predictions = model.predict(table)
     return {"predictions": predictions.tolist(), "num_samples": len(predictions),
             "model": model.ref}
