@@ -3,7 +3,10 @@
 Settings (environment): BUCKET_NAME (required), MODEL_NAME, POINTER_TTL_SECONDS,
 MAX_ROWS, MAX_BODY_BYTES, WEB_DIR (default: a `web/` directory next to this file or
 the repository's). The app is built at cold start, but reads S3 only on the first
-request. Every response is counted by status class (Http2xx, Http4xx, Http5xx).
+request -- except under SnapStart, where the model is loaded and warmed before the
+snapshot and each restored copy refreshes its randomness, S3 connections and pointer
+clock (`ctr.serving.snapstart`). Every response is counted by status class (Http2xx,
+Http4xx, Http5xx).
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mangum import Mangum
 
 from ctr.function import entry_point, observability
+from ctr.serving import snapstart
 from ctr.serving.app import ServingSettings, create_app
 
 logger, tracer, metrics = observability()
 
 settings = ServingSettings()  # type: ignore[call-arg]  # values come from the environment
-asgi = Mangum(create_app(settings), lifespan="off")
+app = create_app(settings)
+asgi = Mangum(app, lifespan="off")
+snapstart.register(app.state.model_cache)
 
 
 @entry_point(logger, tracer, metrics, capture_response=False)
