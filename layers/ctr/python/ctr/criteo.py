@@ -29,6 +29,7 @@ check accepts too. The module also builds tables from API input (`rows_to_table`
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -329,6 +330,7 @@ def _int_value(value: Any) -> tuple[int | None, str | None]:
 # errors (tested on fuzzed input).
 _HEX = b"0123456789abcdef"
 _KNOWN_ROW_KEYS = frozenset({*FEATURE_COLUMNS, LABEL})
+_ALL_FIELDS = operator.itemgetter(*FEATURE_COLUMNS)
 _ARROW_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
                             OverflowError, TypeError, ValueError)
 
@@ -395,9 +397,14 @@ def _rows_fast(rows: list[Any]) -> pa.Table | None:
         return None
     try:
         # One list per column, then one Arrow conversion per column: half the time of
-        # Arrow inferring a struct from the dicts (measured at 1,000 rows).
-        columns = [pa.array([row.get(name) for row in rows]) if name in present else None
-                   for name in FEATURE_COLUMNS]
+        # Arrow inferring a struct from the dicts (measured at 1,000 rows). Rows that
+        # name all 39 fields (the usual client) are transposed at C speed.
+        try:
+            values: list[Any] = list(zip(*map(_ALL_FIELDS, rows), strict=True))
+        except KeyError:
+            values = [[row.get(name) for row in rows] if name in present else None
+                      for name in FEATURE_COLUMNS]
+        columns = [None if v is None else pa.array(v) for v in values]
     except _ARROW_CONVERSION_ERRORS:
         return None
     return _typed_table(columns, len(rows))
