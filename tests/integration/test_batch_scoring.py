@@ -149,3 +149,24 @@ def test_batch_scoring_throughput(served):
     print(f"\nbatch scoring throughput: {manifest['rows']:,} rows in {seconds:.1f}s = "
           f"{manifest['rows'] / seconds * 60:,.0f} rows/min "
           f"({out['plan']['value']['range_count']} ranges, concurrency 4; load {load})")
+
+
+def test_predict_cold_start_figures(served):
+    """Printed, not asserted beyond success: the predict function's cold start measured as
+    `ctr bench` does (first invoke after a configuration update) and a bare process start
+    to the first answered request, with the load average."""
+    import statistics
+
+    from ctr_infra.bench.plan import Plan
+    from ctr_infra.bench.serve import measure_cold_start, measure_process_start
+
+    row = parts_table(served).slice(0, 1).select(list(FEATURE_COLUMNS)).to_pylist()[0]
+    cold = measure_cold_start(served, Plan(mode="quick", cold_starts=3, warm_invokes=5), row)
+    process = measure_process_start(served, row, times=3)
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"\npredict cold start (first invoke after a configuration update): median "
+          f"{statistics.median(cold['cold_s']):.2f}s {[round(s, 2) for s in cold['cold_s']]}, "
+          f"warm {statistics.median(cold['warm_s']) * 1e3:.0f} ms; bare process start to "
+          f"first answer: median {statistics.median(process):.2f}s "
+          f"{[round(s, 2) for s in process]} (load {load})")
