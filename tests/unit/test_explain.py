@@ -104,3 +104,9 @@ def test_explain_false_and_other_forms(api):
     body = api.post("/predict?explain=true", json={"lines": [line]}).json()
     assert len(body["explanations"]) == 1
     assert api.post("/predict?explain=maybe", json={"lines": [line]}).status_code == 422
+
+
+def test_an_unknown_query_parameter_is_a_field_level_422(api):
+    answer = api.post("/predict?explain=true&verbose=1", json={"rows": [{"I1": 1}]})
+    assert answer.status_code == 422
+    assert any(e["loc"][-1] == "verbose" for e in answer.json()["errors"]), answer.text

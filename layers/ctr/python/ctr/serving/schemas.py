@@ -21,7 +21,7 @@ Accepted values (decided once, in `ctr.criteo`, documented here for API users):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
@@ -101,6 +101,16 @@ class PredictRequest(BaseModel):
     @property
     def num_rows(self) -> int:
         return len(getattr(self, self.form))
+
+
+class PredictQuery(BaseModel):
+    """The query of POST /predict: `explain` only, exactly `true` or `false` (anything
+    else, or an unknown parameter, is a 422, as the OpenAPI schema says)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explain: Literal["true", "false"] = Field(
+        "false", description="true: add each row's per-field contributions (logit units)")
 
 
 def request_to_table(request: PredictRequest, max_rows: int) -> pa.Table:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from ctr.serving import schemas
@@ -15,9 +15,10 @@ router = APIRouter()
 
 @router.post("/predict", response_model=schemas.PredictResponse)
 async def predict(request: schemas.PredictRequest, cache: Cache, settings: Settings,
-                  explain: bool = False) -> dict[str, Any]:
+                  query: Annotated[schemas.PredictQuery, Query()]) -> dict[str, Any]:
     """Predict click probabilities for rows, TSV lines or 39-value feature lists;
     `?explain=true` adds each row's per-field contributions (logit units)."""
+    explain = query.explain
     # Async on purpose: the CPU work (about a millisecond for one row) runs inline
     # instead of paying thread hand-offs; only the occasional S3 pointer check,
     # which can block, goes to the thread pool.
@@ -25,7 +26,7 @@ async def predict(request: schemas.PredictRequest, cache: Cache, settings: Setti
     if cache.due():
         await run_in_threadpool(cache.refresh)
     model = cache.get()
-    if explain:
+    if explain == "true":
         why = model.predictor.explain_table(table)
         return {"predictions": why.probabilities.tolist(),
                 "num_samples": len(why.probabilities), "model": model.ref,
