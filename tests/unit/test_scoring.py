@@ -144,3 +144,21 @@ def test_an_empty_input_gives_an_empty_part_and_a_manifest(store):
     plan, _scored, manifest = run(store, "batch/in/empty.tsv")
     assert plan.range_count == 1 and manifest.lines == manifest.rows == 0
     assert store.get(layout.score_part_key(plan.run_prefix, 0)).body == b""
+
+
+def test_the_cli_reads_uris_of_the_stack_bucket_and_uploads_create_only(tmp_path):
+    from ctr_infra.commands import score as command
+
+    assert command.parse_s3_uri("s3://b/batch/in/x.tsv", "b", "SOURCE") == "batch/in/x.tsv"
+    with pytest.raises(ValidationError, match="stack's bucket"):
+        command.parse_s3_uri("s3://other/batch/x.tsv", "b", "SOURCE")
+    with pytest.raises(ValidationError, match="s3://"):
+        command.parse_s3_uri("/tmp/x.tsv", "b", "--out")
+    store = Store(MemoryS3(), "b")
+    path = tmp_path / "day.tsv"
+    path.write_bytes(b"1\t2\n")
+    assert command.upload(store, path) == "batch/input/day.tsv"
+    assert command.upload(store, path) == "batch/input/day.tsv"      # same bytes again
+    path.write_bytes(b"other\n")
+    with pytest.raises(ConflictError):
+        command.upload(store, path)
