@@ -105,7 +105,9 @@ def test_features_fast_path_agrees_and_steps_aside():
     fast = criteo.features_to_table(vectors)
     assert fast is not None and fast.equals(TABLE)
     for odd in (True, 2.5, "7", "ABCDEF12", 2**60):
-        bad = [list(v) for v in vectors[:3]]
+        bad = [list(v) for v in vectors[:20]]
         bad[1][0 if not isinstance(odd, str) or odd == "7" else 20] = odd
         assert criteo.features_to_table(bad) is None
-    assert criteo.features_to_table([vectors[0][:38]]) is None
+    assert criteo.features_to_table([vectors[0][:38]] * 20) is None
+    assert criteo.features_to_table(vectors[:3]) is None      # small: per-field is cheaper
+    assert criteo.features_to_table(vectors[:criteo.FAST_PATH_MIN_ROWS]) is not None
