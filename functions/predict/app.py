@@ -4,9 +4,12 @@ Settings (environment): BUCKET_NAME (required), MODEL_NAME, POINTER_TTL_SECONDS,
 MAX_ROWS, MAX_BODY_BYTES, WEB_DIR (default: a `web/` directory next to this file or
 the repository's), PREDICTION_LOG_STREAM and PREDICTION_LOG_SAMPLE_RATE (the prediction
 log's Firehose stream, empty = off), MONITOR_ALARM_PREFIX (GET /monitoring's live alarm
-states). The app is built at cold start, but reads S3 only on the first request. Every
-response is counted by status class (Http2xx, Http4xx, Http5xx); prediction-log rows
-dropped since the previous invocation are counted as PredictionLogDropped.
+states). The app is built at cold start, but reads S3 only on the first request --
+except under SnapStart, where the model is loaded and warmed before the snapshot and each
+restored copy refreshes its randomness, S3 connections and pointer clock
+(`ctr.serving.snapstart`). Every response is counted by status class (Http2xx, Http4xx,
+Http5xx); prediction-log rows dropped since the previous invocation are counted as
+PredictionLogDropped.
 
 On SIGTERM (which Lambda sends before shutting an environment down when an extension is
 registered) the prediction log flushes what it buffered, then the process exits. The
@@ -26,6 +29,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from mangum import Mangum
 
 from ctr.function import entry_point, observability
+from ctr.serving import snapstart
 from ctr.serving.app import ServingSettings, create_app
 
 logger, tracer, metrics = observability()
@@ -33,6 +37,7 @@ logger, tracer, metrics = observability()
 settings = ServingSettings()  # type: ignore[call-arg]  # values come from the environment
 app = create_app(settings)
 asgi = Mangum(app, lifespan="off")
+snapstart.register(app.state.model_cache)
 prediction_log = app.state.prediction_log
 
 

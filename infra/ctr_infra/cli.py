@@ -12,7 +12,8 @@ import sys
 
 from ctr.errors import DomainError
 
-COMMAND_MODULES = ("cloud", "data", "model", "pipeline", "serve", "bench", "monitor")
+COMMAND_MODULES = ("cloud", "data", "model", "pipeline", "serve", "score", "bench",
+                   "monitor")
 
 
 def build_parser() -> argparse.ArgumentParser:

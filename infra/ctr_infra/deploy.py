@@ -4,7 +4,7 @@ The template is the single source of truth. For the local cloud only packaging c
 - every function's CodeUri and every layer's ContentUri points at the source directory
   in this checkout through LocalStack's hot-reload marker bucket, so edits take effect
   without a rebuild;
-- container-image functions (train, reload, predict: too big for a zip package in AWS)
+- container-image functions (train and reload: too big for a zip package in AWS)
   become zip functions of their source directory (`functions/<DockerBuildArgs.FUNCTION>`)
   with the runtime and handler of the image (`infra/images/function.Dockerfile`) and the
   shared code layers, since there is no Docker engine to build or run images;

@@ -60,6 +60,7 @@ FUNCTION_LAYERS = {
     "reload": "deps-train",
     "monitor": "deps-train",
     "predict": "deps-serve",
+    "score": "deps-serve",
 }
 # Lambda's environment for marker evaluation.
 LAMBDA_ENV: dict[str, str] = {
@@ -81,6 +82,12 @@ class Closure:
     versions: dict[str, str] = field(default_factory=dict)
     top_modules: dict[str, frozenset[str]] = field(default_factory=dict)  # dist -> modules
     errors: list[str] = field(default_factory=list)
+    prune: list[str] = field(default_factory=list)           # the layer's prune.txt rules
+    pruned: int = 0                                          # bytes those rules leave out
+
+    def keeps(self, rel: str) -> bool:
+        """Whether the layer ships the installed file `rel` (prune.txt, if any)."""
+        return not self.prune or not _prune_module().is_pruned(rel, self.prune)
 
     @property
     def total(self) -> int:
@@ -120,9 +127,27 @@ def _files(name: str) -> tuple[tuple[str, int], ...]:
     return tuple((str(f), int(f.size)) for f in dist.files or [] if f.size)
 
 
+@functools.cache
+def _prune_module() -> Any:
+    """layers/deps-serve/prune.py: the one implementation of prune.txt's rules (the
+    layer's Makefile runs it at `sam build`; it needs only the standard library)."""
+    import importlib.util
+
+    path = repo_root() / "layers" / "deps-serve" / "prune.py"
+    spec = importlib.util.spec_from_file_location("ctr_layer_prune", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def resolve(path: Path) -> Closure:
-    """Walk `Requires-Dist` from the pinned requirements in `path`."""
+    """Walk `Requires-Dist` from the pinned requirements in `path`; files that the
+    layer's prune.txt (beside it, if any) leaves out are not counted."""
     closure = Closure()
+    prune_txt = path.parent / "prune.txt"
+    if prune_txt.is_file():
+        closure.prune = _prune_module().patterns(prune_txt.read_text())
     seen_files: set[str] = set()
     todo: list[tuple[Requirement, frozenset[str]]] = [(r, frozenset()) for r in
                                                       _requirements(path)]
@@ -152,7 +177,10 @@ def resolve(path: Path) -> Closure:
             for rel, nbytes in _files(name):
                 if rel not in seen_files:
                     seen_files.add(rel)
-                    size += nbytes
+                    if closure.keeps(rel):
+                        size += nbytes
+                    else:
+                        closure.pruned += nbytes
             closure.sizes[name] = size
         for sub in dist.requires or []:
             todo.append((Requirement(sub), frozenset(req.extras)))
@@ -233,6 +261,8 @@ def materialize(closure: Closure, dest: Path) -> None:
             rel = Path(str(f))
             if rel.parts and rel.parts[0] == "..":
                 continue           # console scripts live outside site-packages
+            if not closure.keeps(rel.as_posix()):
+                continue
             target = dest / rel
             if target.exists() or target.is_symlink():
                 continue
@@ -324,6 +354,7 @@ def measure(root: Path | None = None, probe: bool = True) -> dict[str, Any]:
         "limit_mb": LIMIT_MB,
         "method": "RECORD file sizes of the pinned wheels' dependency closure",
         "layers": {name: {"total_mb": c.total / MB, "errors": c.errors,
+                          "pruned_mb": c.pruned / MB,
                           "distributions": {d: {"version": c.versions[d], "mb": c.sizes[d] / MB}
                                             for d in sorted(c.sizes, key=lambda d: -c.sizes[d])}}
                    for name, c in layers.items()},
@@ -347,7 +378,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     for name, layer in report["layers"].items():
         big = ", ".join(f"{d} {v['mb']:.0f}" for d, v in layer["distributions"].items()
                         if v["mb"] >= 3)
-        lines.append(f"\n{name}: {layer['total_mb']:.1f} MB; largest (MB): {big}")
+        pruned = (f" (prune.txt leaves out {layer['pruned_mb']:.1f} MB)"
+                  if layer.get("pruned_mb") else "")
+        lines.append(f"\n{name}: {layer['total_mb']:.1f} MB{pruned}; largest (MB): {big}")
         lines.extend(f"  ERROR: {err}" for err in layer["errors"])
     for name, f in report["functions"].items():
         if f["missing_modules"]:

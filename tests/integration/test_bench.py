@@ -37,7 +37,8 @@ EXPECTED = {
        for m in ("p50_ms", "p99_ms", "rows_per_s")},
     **{f"serving.http.{server}.{n}_rows.{m}": True for server in ("uvicorn", "api_gateway")
        for n in (1, 100) for m in ("p50_ms", "p99_ms", "rps")},
-    "serving.cold_start_s": True,
+    "serving.cold_start_s": True, "serving.process_start_s": False,
+    **{f"serving.explain.{n}_rows.{m}": True for n in (1, 100) for m in ("p50_ms", "p99_ms")},
 }
 
 

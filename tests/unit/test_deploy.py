@@ -54,7 +54,7 @@ def test_cfn_lint_is_clean():
 def test_localize_changes_only_packaging():
     dropped = {n for n, r in TEMPLATE["Resources"].items()
                if "BuildMethod" in r.get("Metadata", {})}
-    assert dropped == {"DepsDataLayer"}
+    assert dropped == {"DepsDataLayer", "DepsServeLayer"}
     assert set(LOCAL["Resources"]) == set(TEMPLATE["Resources"]) - dropped
     changed = set()
     for name, res in LOCAL["Resources"].items():
@@ -89,7 +89,7 @@ def test_localize_makes_every_function_a_hot_reload_zip_function():
                 "python", "ctr", "__init__.py").exists()
     images = {n for n, r in functions(TEMPLATE).items()
               if r["Properties"].get("PackageType") == "Image"}
-    assert images == {"TrainFunction", "ReloadFunction", "MonitorFunction", "PredictFunction"}
+    assert images == {"TrainFunction", "ReloadFunction", "MonitorFunction"}
     for name, res in functions(LOCAL).items():
         props = res["Properties"]
         assert props.get("PackageType", "Zip") == "Zip", name

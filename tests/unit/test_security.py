@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from ctr import aggregate, bundle, chunking, guard, synth, training
+from ctr import aggregate, bundle, chunking, guard, scoring, synth, training
 from ctr.monitoring.drift import DriftPolicy
 from ctr.monitoring.monitor import MonitorPolicy, run_monitor
 from ctr.monitoring.view import AlarmReader
@@ -246,7 +246,7 @@ ALARMS_ARN = {"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS:
 
 
 def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
-    for logical in [*FUNCTIONS, "PipelineStateMachine"]:
+    for logical in [*FUNCTIONS, "PipelineStateMachine", "ScoreStateMachine"]:
         for policy in RES[logical]["Properties"]["Policies"]:
             # Inline statements, or SAM's LambdaInvokePolicy (one named function); no
             # bucket-wide S3 templates (S3CrudPolicy/S3ReadPolicy).
@@ -266,6 +266,7 @@ def test_no_wildcard_resources_or_actions_and_only_the_one_bucket():
                 assert resource != "*" and not isinstance(resource, str), (logical, resource)
                 text = json.dumps(resource)
                 assert ("DataBucket" in text or "${AWS::StackName}-pipeline" in text
+                        or "${AWS::StackName}-score" in text
                         or resource in ({"Fn::Sub": DEFAULT_BUS_SUB}, STREAM,
                                         {"Fn::Sub": ALARMS_SUB})), (logical, resource)
                 if resource == {"Fn::Sub": DEFAULT_BUS_SUB}:
@@ -319,6 +320,7 @@ WRITES = {
                         "monitoring/skew/*", "audit/*",                 # create-only
                         "monitoring/summary.json"},
     "PredictFunction": set(),                     # read-only: cannot promote or publish
+    "ScoreFunction": {"batch/*"},                 # batch scoring output, create-only
 }
 
 
@@ -344,6 +346,20 @@ def test_the_state_machine_invokes_only_the_pipeline_and_lists_only_chunks():
     assert allowed("PipelineStateMachine", "s3:ListBucket", BUCKET, prefix="chunks/")
     assert not allowed("PipelineStateMachine", "s3:ListBucket", BUCKET, prefix="serving/")
     assert not allowed("PipelineStateMachine", "s3:GetObject", BUCKET + "/chunks/x")
+
+
+def test_the_scoring_machine_invokes_only_the_score_function_and_reads_no_bucket():
+    props = RES["ScoreStateMachine"]["Properties"]
+    invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in props["Policies"]
+               if "LambdaInvokePolicy" in p}
+    assert invoked == {"ScoreFunction"}
+    assert not allowed("ScoreStateMachine", "s3:ListBucket", BUCKET, prefix="batch/")
+    key = f"{BUCKET}/batch/out/run/part-00000.tsv"
+    assert allowed("ScoreFunction", "s3:PutObject", key, if_none_match=True)
+    assert not allowed("ScoreFunction", "s3:PutObject", key)          # an overwrite
+    assert not allowed("ScoreFunction", "s3:PutObject", f"{BUCKET}/serving/production.json",
+                       if_none_match=True)
+    assert not allowed("ScoreFunction", "s3:GetObject", f"{BUCKET}/parquet/part_000000.parquet")
 
 
 class RecordingS3:
@@ -460,6 +476,21 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     assert logged.post("/predict", json={"rows": [{"I1": 1}]}).status_code == 200
     assert logged.get("/monitoring").status_code == 200
     plog.flush()
+    s3.role = None
+    store.put("batch/in/day.txt", b"".join(lines[100:400]) + b"bad line\n")
+    s3.role = "ScoreFunction"
+    plan = scoring.plan(store, input_key="batch/in/day.txt", output_prefix="batch/out/",
+                        run_id="run-1", range_bytes=20_000)
+    scored = [scoring.score_range(store, input_key=plan.input_key, index=r.index,
+                                  start=r.start, end=r.end, compressed=False,
+                                  model_prefix=plan.model_prefix,
+                                  model_version=plan.model_version, run_prefix=plan.run_prefix)
+              for r in plan.ranges]
+    scored.append(scoring.score_range(        # a retried child reads its part back
+        store, input_key=plan.input_key, index=0, start=plan.ranges[0].start,
+        end=plan.ranges[0].end, compressed=False, model_prefix=plan.model_prefix,
+        model_version=plan.model_version, run_prefix=plan.run_prefix))
+    assert scoring.write_manifest(store, plan, scored[:-1]).rejects == 1
 
     assert {role for role, *_ in s3.requests} == set(FUNCTIONS)
     assert ("PredictFunction", "firehose:PutRecordBatch", STREAM_ARN, None, False) in s3.requests
@@ -577,7 +608,9 @@ def test_the_public_api_routes_only_the_predict_function():
             for item in paths.values() for m in item.values()]
     assert uris and all("${PredictFunction.Arn}" in u for u in uris)
     grants = [r for r in RES.values() if r["Type"] == "AWS::Lambda::Permission"]
-    assert [g["Properties"]["FunctionName"] for g in grants] == [{"Ref": "PredictFunction"}]
+    # The API invokes the predict function's alias (SnapStart runs published versions).
+    assert [g["Properties"]["FunctionName"] for g in grants] == [
+        {"Fn::Sub": "${PredictFunction.Arn}:live"}]
     for name in FUNCTIONS:
         events = RES[name]["Properties"].get("Events", {}).values()
         assert not [e for e in events if e["Type"] in {"Api", "HttpApi"}], name

@@ -36,11 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
+import pytest
 
 from ctr import layout, steps
 
 ROOT = Path(__file__).resolve().parents[2]
-ASL = json.loads((ROOT / "statemachine" / "pipeline.asl.json").read_text())
+MACHINE_FILES = sorted((ROOT / "statemachine").glob("*.asl.json"))
+ASLS = {path.name: json.loads(path.read_text()) for path in MACHINE_FILES}
+ASL = ASLS["pipeline.asl.json"]
 
 Schema = dict[str, Any]
 ANY: Schema = {}
@@ -57,6 +60,10 @@ STR, INT = {"type": "string"}, {"type": "integer"}
 # The pipeline is started with {} (ctr run, the tests) or by the EventBridge schedule;
 # no state reads anything of it.
 EXECUTION_INPUT = _obj("the execution input")
+# `ctr score` starts the scoring machine with these four keys (null = the default).
+SCORE_INPUT = _obj("the scoring execution input", input_key=STR, output_prefix=STR,
+                   range_bytes={"anyOf": [INT, {"type": "null"}]},
+                   max_concurrency={"anyOf": [INT, {"type": "null"}]})
 CONTEXT = _obj("the context object",
                Execution=_obj("$$.Execution", Id=STR, Name=STR, StartTime=STR, RoleArn=STR,
                               Input=ANY),
@@ -216,6 +223,9 @@ def produced(value: Schema, state: str) -> Schema:
 # Result model per (function, Payload action) where the derived name is not the best.
 RESULT_MODEL_TABLE: dict[tuple[str, str | None], str] = {
     ("Guard", "release"): "LeaseReleased",     # GuardResult would also allow a lease
+    ("Score", "plan"): "ScorePlan",            # PlanResult is the aggregate step's
+    ("Score", "range"): "ScoredRange",
+    ("Score", "manifest"): "ScoreManifest",
 }
 # Payload keys that are no field of the step's event model, and why that is right
 # (each claim is checked by test_payload_keys_outside_the_event_schemas_are_what_we_say).
@@ -389,6 +399,10 @@ class Walk:
             else:
                 item = {"anyOf": self.read(f"{name} ItemsPath", st.get("ItemsPath", "$") + "[*]",
                                            data, context)}
+            if "MaxConcurrencyPath" in st:
+                self.typed(f"{name} MaxConcurrencyPath", self.read(
+                    f"{name} MaxConcurrencyPath", st["MaxConcurrencyPath"], data, context),
+                    "Numeric")
             inner_context = set_path(context, "$.Map", _obj(
                 "$$.Map", Item=_obj("$$.Map.Item", Value=item, Index=INT)))
             if "ItemSelector" in st:
@@ -477,12 +491,13 @@ class Walk:
 
 
 def check_machine(asl: Mapping[str, Any], models: Mapping[str, Any],
-                  output_reads: Mapping[str, str] | None = None) -> tuple[list[Problem], int]:
+                  output_reads: Mapping[str, str] | None = None,
+                  start: Schema = EXECUTION_INPUT) -> tuple[list[Problem], int]:
     """(problems, number of paths read) of a state machine against `models` (a name ->
     pydantic model or union alias mapping like vars(ctr.steps)). `output_reads`: paths
     a reader of the finished execution's output uses (with .get: one shape suffices)."""
     walk = Walk(models)
-    ends = walk.flow(asl, EXECUTION_INPUT, CONTEXT)
+    ends = walk.flow(asl, start, CONTEXT)
     succeeded = [out for name, out in ends.items() if asl["States"][name]["Type"] == "Succeed"]
     for path, reader in (output_reads or {}).items():
         try:
@@ -527,23 +542,58 @@ OUTPUT_READS = {
 }
 
 
-def test_every_path_the_state_machine_reads_exists_in_the_model_that_produces_it():
-    problems, reads = check_machine(ASL, step_models(), OUTPUT_READS)
+# What readers of a finished scoring execution's output use.
+SCORE_OUTPUT_READS = {
+    "$.manifest.value.manifest_key": "ctr score and test_batch_scoring",
+    "$.manifest.value.rows": "ctr score and test_batch_scoring",
+    "$.manifest.value.rejects": "ctr score and test_batch_scoring",
+    "$.manifest.value.lines": "ctr score and test_batch_scoring",
+    "$.manifest.value.model_version": "ctr score",
+    "$.manifest.value.adopted_ranges": "test_batch_scoring",
+    "$.plan.value.range_count": "ctr score",
+}
+# Every state machine in statemachine/: (its execution input, the output reads, the
+# result model each Lambda task gets, and the least number of reads the walk must see).
+MACHINES: dict[str, tuple[Schema, dict[str, str], dict[str, str], int]] = {
+    "pipeline.asl.json": (EXECUTION_INPUT, OUTPUT_READS, {
+        "Acquire lease": "AcquireResult", "Sync serving model": "SyncResult",
+        "Chunk new lines": "ChunkResult", "Plan aggregation": "PlanResult",
+        "Aggregate to Parquet": "AggregateResult", "Aggregate one chunk": "AggregateResult",
+        "Train model": "TrainResult", "Reload serving model": "ReloadResult",
+        "Release lease": "LeaseReleased", "Evaluate served model": "MonitorResult",
+        "Publish rolled-back model": "ReloadResult"}, 25),
+    "score.asl.json": (SCORE_INPUT, SCORE_OUTPUT_READS, {
+        "Plan ranges": "ScorePlan", "Score one range": "ScoredRange",
+        "Write manifest": "ScoreManifest"}, 20),
+}
+
+
+def test_every_state_machine_is_checked():
+    assert set(MACHINES) == set(ASLS)
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_every_path_the_state_machine_reads_exists_in_the_model_that_produces_it(machine):
+    start, output_reads, _, least_reads = MACHINES[machine]
+    problems, reads = check_machine(ASLS[machine], step_models(), output_reads, start)
     assert problems == [], "\n".join(problems)
-    assert reads >= 25                # the walk saw the machine's reads, not an empty one
+    assert reads >= least_reads       # the walk saw the machine's reads, not an empty one
 
 
-def test_each_lambda_task_gets_its_result_model_from_its_function_and_action():
-    tasks = {name: st for name, st in all_states(ASL["States"]).items() if st["Type"] == "Task"}
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_each_lambda_task_gets_its_result_model_from_its_function_and_action(machine):
+    asl = ASLS[machine]
+    tasks = {name: st for name, st in all_states(asl["States"]).items() if st["Type"] == "Task"}
     models = step_models()
     found = {name: result_model_name(models, *function_of(st)) for name, st in tasks.items()}
-    assert found == {"Acquire lease": "AcquireResult", "Sync serving model": "SyncResult",
-                     "Chunk new lines": "ChunkResult",
-                     "Plan aggregation": "PlanResult", "Aggregate to Parquet": "AggregateResult",
-                     "Aggregate one chunk": "AggregateResult", "Train model": "TrainResult",
-                     "Reload serving model": "ReloadResult", "Release lease": "LeaseReleased",
-                     "Evaluate served model": "MonitorResult",
-                     "Publish rolled-back model": "ReloadResult"}
+    assert found == MACHINES[machine][2]
+
+
+def test_a_map_concurrency_path_must_be_a_number():
+    asl = copy.deepcopy(ASLS["score.asl.json"])
+    asl["States"]["Score ranges in parallel"]["MaxConcurrencyPath"] = "$.plan.value.run_id"
+    problems, _ = check_machine(asl, step_models(), {}, SCORE_INPUT)
+    assert problems == ["Score ranges in parallel MaxConcurrencyPath: is string, not Numeric"]
 
 
 def test_payload_keys_outside_the_event_schemas_are_what_we_say():

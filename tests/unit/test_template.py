@@ -31,20 +31,41 @@ def test_globals_hold_only_what_image_functions_accept():
     assert not {"Runtime", "Handler", "Layers", "CodeUri"} & set(TPL["Globals"]["Function"])
 
 
+DEPS_LAYER_OF = {"GuardFunction": "DepsDataLayer", "ChunkFunction": "DepsDataLayer",
+                 "AggregateFunction": "DepsDataLayer", "PredictFunction": "DepsServeLayer",
+                 "ScoreFunction": "DepsServeLayer"}
+
+
 def test_zip_functions_have_runtime_handler_code_and_existing_layers():
-    assert set(ZIP) == {"GuardFunction", "ChunkFunction", "AggregateFunction"}
+    assert set(ZIP) == set(DEPS_LAYER_OF)
     for name, res in ZIP.items():
         props = res["Properties"]
         assert props["Runtime"] == LOCAL_RUNTIME == "python3.13", name
         module = props["Handler"].rsplit(".", 1)[0]
         assert (ROOT / props["CodeUri"] / f"{module}.py").is_file(), name
         layers = [ref["Ref"] for ref in props["Layers"]]
-        assert layers == ["CtrLayer", "DepsDataLayer"], name
+        assert layers == ["CtrLayer", DEPS_LAYER_OF[name]], name
     ctr = RES["CtrLayer"]["Properties"]
     assert (ROOT / ctr["ContentUri"] / "python" / "ctr" / "__init__.py").is_file()
-    deps = RES["DepsDataLayer"]
-    assert (ROOT / deps["Properties"]["ContentUri"] / "requirements.txt").is_file()
-    assert deps["Metadata"]["BuildMethod"] == "python3.13"   # sam build pip-installs it
+    for layer in set(DEPS_LAYER_OF.values()):
+        deps = RES[layer]
+        assert (ROOT / deps["Properties"]["ContentUri"] / "requirements.txt").is_file()
+        assert "BuildMethod" in deps["Metadata"]       # sam build installs it
+
+
+def test_predict_uses_snapstart_behind_an_alias_the_api_invokes():
+    props = RES["PredictFunction"]["Properties"]
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    alias = props["AutoPublishAlias"]
+    body = str(RES["PredictApi"]["Properties"]["DefinitionBody"])
+    assert body.count(f"${{PredictFunction.Arn}}:{alias}/invocations") == 2
+    assert "${PredictFunction.Arn}/invocations" not in body
+    permission = RES["PredictApiInvokePermission"]
+    assert permission["Properties"]["FunctionName"] == {
+        "Fn::Sub": f"${{PredictFunction.Arn}}:{alias}"}
+    assert permission["DependsOn"] == f"PredictFunctionAlias{alias}"
+    # The page ships in the zip: web/ next to the handler is the repository's page.
+    assert (ROOT / props["CodeUri"] / "web" / "index.html").is_file()
 
 
 def dockerfile_stages() -> set[str]:
@@ -52,8 +73,7 @@ def dockerfile_stages() -> set[str]:
 
 
 def test_image_functions_build_from_the_dockerfile():
-    assert set(IMAGE) == {"TrainFunction", "ReloadFunction", "MonitorFunction",
-                          "PredictFunction"}
+    assert set(IMAGE) == {"TrainFunction", "ReloadFunction", "MonitorFunction"}
     for name, res in IMAGE.items():
         props, meta = res["Properties"], res["Metadata"]
         assert not {"Runtime", "Handler", "Layers", "CodeUri"} & set(props), name
@@ -64,7 +84,6 @@ def test_image_functions_build_from_the_dockerfile():
         assert args["FUNCTION"] == short(name), name
         assert (ROOT / "functions" / args["FUNCTION"] / "app.py").is_file(), name
         assert (ROOT / "layers" / args["DEPS"] / "requirements.txt").is_file(), name
-    assert IMAGE["PredictFunction"]["Metadata"]["DockerBuildTarget"] == "predict"  # + web/
 
 
 def test_dockerfile_matches_lambda_conventions_and_local_mode():

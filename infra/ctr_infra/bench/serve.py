@@ -114,14 +114,16 @@ def off_running_loop(fn: Callable[[], Any]) -> Any:
     return box["value"]
 
 
-def api_gateway_event(method: str, path: str, body: dict[str, Any] | None = None
-                      ) -> dict[str, Any]:
+def api_gateway_event(method: str, path: str, body: dict[str, Any] | None = None,
+                      query: dict[str, str] | None = None) -> dict[str, Any]:
     """A REST API (v1) proxy event as API Gateway sends it to the predict function."""
     return {
         "resource": "/{proxy+}", "path": path, "httpMethod": method,
         "headers": {"content-type": "application/json", "host": "bench"},
-        "multiValueHeaders": {}, "queryStringParameters": None,
-        "multiValueQueryStringParameters": None, "pathParameters": {"proxy": path[1:]},
+        "multiValueHeaders": {}, "queryStringParameters": query,
+        "multiValueQueryStringParameters": (None if query is None else
+                                            {k: [v] for k, v in query.items()}),
+        "pathParameters": {"proxy": path[1:]},
         "stageVariables": None, "isBase64Encoded": False,
         "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": method,
                            "path": f"/v1{path}", "stage": "v1", "requestId": "bench",
@@ -199,11 +201,13 @@ def bench_in_process(store: Store, model: LoadedModel, rows: list[dict[str, Any]
     settings = ServingSettings(bucket_name=store.bucket, pointer_ttl_seconds=3600)
     handler = Mangum(create_app(settings, store_factory=lambda: store), lifespan="off")
     context: Any = _LambdaContext()
-    out: dict[str, dict[int, dict[str, float]]] = {"model": {}, "request": {}, "lambda": {}}
+    out: dict[str, dict[int, dict[str, float]]] = {"model": {}, "request": {}, "lambda": {},
+                                                    "explain": {}}
     for size in sizes:
         body = {"rows": rows[:size]}
         table = criteo.rows_to_table(rows[:size])
         event = api_gateway_event("POST", "/predict", body)
+        explain_event = api_gateway_event("POST", "/predict", body, {"explain": "true"})
         n = max(50, repeats // max(1, size // 10))
 
         def model_only(table: pa.Table = table) -> None:
@@ -222,6 +226,9 @@ def bench_in_process(store: Store, model: LoadedModel, rows: list[dict[str, Any]
         out["model"][size] = time_calls(model_only, n)
         out["request"][size] = time_calls(request_path, n)
         out["lambda"][size] = time_calls(lambda_handler, n)
+        if size <= 100:        # the page explains one row; 100 rows bound the cost
+            out["explain"][size] = time_calls(functools.partial(lambda_handler, explain_event),
+                                              max(20, n // 4))
     return out
 
 
@@ -373,9 +380,10 @@ def format_table(results: dict[str, Any]) -> str:
                  "   CPU p50  CPU p99"]
     labels = {"model": "model (encode + inplace_predict)",
               "request": "request path (validate + convert + model)",
-              "lambda": "Lambda handler (Mangum + FastAPI)"}
+              "lambda": "Lambda handler (Mangum + FastAPI)",
+              "explain": "Lambda handler, ?explain=true"}
     for key, label in labels.items():
-        for size, s in results["in_process"][key].items():
+        for size, s in results["in_process"].get(key, {}).items():
             lines.append(f"  {label:42s} {size:4d} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} "
                          f"{s['cpu_p50_ms']:9.3f} {s['cpu_p99_ms']:8.3f}")
     plog = results.get("prediction_log")
@@ -384,6 +392,9 @@ def format_table(results: dict[str, Any]) -> str:
                      f" ms off, {plog['on']['p50_ms']:.3f} ms on: {plog['p50_added_ms']:+.3f} ms "
                      f"({plog['on']['n']} alternating calls each; {plog['logged_rows']} rows "
                      f"logged, {plog['dropped_rows']} dropped)")
+    lines.append("  CPU per row, Lambda handler: " + ", ".join(
+        f"{size} row(s) {s['cpu_p50_ms'] * 1e3 / size:.1f} us"
+        for size, s in results["in_process"]["lambda"].items()))
     lines += ["", f"HTTP, {results['concurrency']} concurrent keep-alive clients in a second "
                   "process; cores = CPU s per wall s (a one-worker server or the one-process "
                   "client at ~1 is the limit)",
@@ -447,6 +458,45 @@ def measure_cold_start(cloud: BenchCloud, plan: Plan, row: dict[str, Any]
             cold.append(_invoke_predict(cloud, event))
         warm = [_invoke_predict(cloud, event) for _ in range(plan.warm_invokes)]
     return {"cold_s": cold, "warm_s": warm}
+
+
+_PROCESS_START = """
+import json, sys, time
+t0 = time.perf_counter()
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import app
+event = json.loads(sys.argv[3])
+answer = app.lambda_handler(event, type("Context", (), {
+    "function_name": "bench-predict", "memory_limit_in_mb": 1024, "aws_request_id": "bench",
+    "invoked_function_arn": "arn:aws:lambda:us-east-1:000000000000:function:bench"})())
+print(json.dumps({"status": answer["statusCode"], "in_process_s": time.perf_counter() - t0}))
+"""
+
+
+def measure_process_start(cloud: BenchCloud, row: dict[str, Any], times: int = 3
+                          ) -> list[float]:
+    """A bare process start -> the first answered request: a fresh interpreter imports
+    the predict handler (the same modules and settings as the function) and answers one
+    1-row request from the cloud's bucket, timed from the spawn to the answer."""
+    from ctr_infra.localcloud import aws_env, repo_root
+
+    root = repo_root()
+    env = {**os.environ, **cloud.function_env("PredictFunction"), **aws_env(cloud.cfg),
+           "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "CtrBench"}
+    event = json.dumps(api_gateway_event("POST", "/predict", {"rows": [row]}))
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", _PROCESS_START, str(root / "functions" / "predict"),
+             str(root / "layers" / "ctr" / "python"), event],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        elapsed = time.perf_counter() - started
+        last = (done.stdout.strip().splitlines() or ["{}"])[-1]
+        if done.returncode != 0 or json.loads(last).get("status") != 200:
+            raise CloudError(f"process start failed: {done.stderr[-800:]} {last}")
+        seconds.append(elapsed)
+    return seconds
 
 
 HTTP_SERVERS = {"this API on uvicorn": "uvicorn", "API Gateway -> Lambda": "api_gateway"}
@@ -529,7 +579,22 @@ def section(plan: Plan, cloud: BenchCloud, workdir: Path, echo: Echo,
     echo(f"    cold start {figures[-1]['value']:.2f}s (min-max "
          f"{min(cold['cold_s']):.2f}-{max(cold['cold_s']):.2f}s), warm invoke "
          f"{warm_p50 * 1e3:.0f} ms")
-    return figures, {**r, "cold_start": cold}
+    process = measure_process_start(cloud, rows[0])
+    figures.append(figure(
+        "serving.process_start_s", "predict handler: bare process start to first answer",
+        statistics.median(process), "s", better="lower", n=len(process),
+        spread=min_max(process) if len(process) > 1 else None,
+        note="a fresh interpreter imports functions/predict/app.py and answers one 1-row "
+             "request from the bucket (what a Lambda cold start without SnapStart costs)"))
+    echo(f"    process start to first answer {figures[-1]['value']:.2f}s (min-max "
+         f"{min(process):.2f}-{max(process):.2f}s)")
+    for size, stats in r["in_process"].get("explain", {}).items():
+        base = r["in_process"]["lambda"][size]
+        figures += _latency_figures(f"serving.explain.{size}_rows",
+                                    f"in-process handler with ?explain=true, {size} row(s):",
+                                    stats, "the same request without explain", base,
+                                    note="pred_contribs + mapping to the 39 raw fields")
+    return figures, {**r, "cold_start": cold, "process_start_s": process}
 
 
 # --------------------------------------------------------------------------- offline setup
@@ -545,8 +610,8 @@ def offline_world(workdir: Path, parts: int = 3, rows_per_part: int = 20_000,
 
     from ctr import synth
     from ctr.bundle import publish_production
-    from ctr.registry.train_step import train_and_register
-    from ctr.training import TrainParams
+    from ctr.registry.train_step import TrainPolicy, train_and_register
+    from ctr.training import TrainParams, WindowSpec
     from ctr_infra.memory_s3 import MemoryS3
 
     store = Store(MemoryS3(), "bench")
@@ -558,9 +623,12 @@ def offline_world(workdir: Path, parts: int = 3, rows_per_part: int = 20_000,
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     client.create_experiment("criteo_ctr", artifact_location=(workdir / "artifacts").as_uri())
+    # The gate's row counts scaled to this small world (the rule stays the production one).
+    holdout = rows_per_part * parts // 10
+    policy = TrainPolicy(window=WindowSpec(holdout_min_rows=holdout), min_new_rows=holdout)
     outcome = train_and_register(
         store, client, model_name="criteo_ctr_model", experiment_name="criteo_ctr",
-        params=replace(TrainParams(), num_boost_round=num_boost_round))
+        params=replace(TrainParams(), num_boost_round=num_boost_round), policy=policy)
     if not outcome.promoted:
         raise RuntimeError(f"offline training did not promote a model: {outcome}")
     publish_production(client, store, "criteo_ctr_model")

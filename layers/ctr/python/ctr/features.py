@@ -327,7 +327,11 @@ class _Lookup:
                    first[:, None], rates, _logit(rates) - _logit(transform.prior),
                    float(_logit(transform.prior)))
 
-    def encode_block(self, block: pa.Table, out: np.ndarray) -> None:
+    def encode_block(self, block: pa.Table, out: np.ndarray,
+                     terms_out: np.ndarray | None = None) -> None:
+        """Fill `out` (rows, 40) with the block's features; `terms_out` (rows, 39), when
+        given, receives each raw field's log-odds term (FEATURE_COLUMNS order), the
+        summands of `log_odds_sum` (used to explain a prediction)."""
         n, n_cat, n_int = block.num_rows, len(CAT_COLUMNS), len(INT_COLUMNS)
         # Categoricals: all 26 columns in one parse, one search, one gather.
         keys, missing, valid = hex_keys(_stacked(block, CAT_COLUMNS, pa.string()))
@@ -351,10 +355,14 @@ class _Lookup:
         # The log-odds sum, added column by column in a fixed order (C1..C26, I1..I13),
         # so the floats do not depend on how many rows are encoded together.
         log_odds = np.full(n, self.base)
-        for terms in (self.terms[entry], self.terms[self.int_first + bins]):
+        cat_terms, int_terms = self.terms[entry], self.terms[self.int_first + bins]
+        for terms in (cat_terms, int_terms):
             for row in terms:
                 log_odds += row
         out[:, -1] = log_odds
+        if terms_out is not None:
+            terms_out[:, :n_int] = int_terms.T
+            terms_out[:, n_int:] = cat_terms.T
 
 
 @dataclass(frozen=True, eq=False)
@@ -480,6 +488,19 @@ class FeatureTransform:
             block = table.slice(start, block_rows)
             self._lookup.encode_block(block, out[start:start + block.num_rows])
         return out
+
+    def encode_with_terms(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(`encode(table)`, each row's log-odds term per raw field: (rows, 39) float64
+        in FEATURE_COLUMNS order, logit(rate) - logit(prior); they sum, with
+        logit(prior), to the `log_odds_sum` feature)."""
+        _require_columns(table)
+        out = self._alloc(table)
+        terms = np.empty((table.num_rows, len(FEATURE_COLUMNS)), dtype=np.float64)
+        for start in range(0, table.num_rows, ENCODE_BLOCK_ROWS):
+            block = table.slice(start, ENCODE_BLOCK_ROWS)
+            stop = start + block.num_rows
+            self._lookup.encode_block(block, out[start:stop], terms[start:stop])
+        return out, terms
 
     def matrix(self, table: pa.Table, label: np.ndarray | None = None) -> xgb.DMatrix:
         """The DMatrix for prediction; labels only if passed explicitly."""

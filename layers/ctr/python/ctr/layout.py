@@ -59,3 +59,19 @@ def drift_key(part: int) -> str:
 def skew_key(stamp: str) -> str:
     """`stamp`: UTC yyyymmddThhmmss."""
     return f"{MONITORING_PREFIX}skew/{stamp}.json"
+
+# Batch scoring (ctr.scoring): inputs and outputs live under batch/ (the score function
+# may read and create-only write there, nothing else but serving/).
+BATCH_PREFIX = "batch/"
+
+
+def score_part_key(run_prefix: str, index: int) -> str:
+    return f"{run_prefix}part-{index:05d}.tsv"
+
+
+def score_rejects_key(run_prefix: str, index: int) -> str:
+    return f"{run_prefix}rejects-{index:05d}.txt"
+
+
+def score_manifest_key(run_prefix: str) -> str:
+    return f"{run_prefix}manifest.json"

@@ -365,3 +365,98 @@ class MonitorResult(StepModel):
     skew_records: int
     metrics_published: int
     seconds: float
+# --------------------------------------------------------------------------- batch scoring
+# statemachine/score.asl.json: plan (pin the production version, cut the input into
+# line-aligned byte ranges) -> a Distributed Map of `range` (score one range, write its
+# output part create-only) -> `manifest` (totals and provenance).
+
+class ScoreRange(StepModel):
+    """Bytes [start, end) of the input: whole lines (a gzip input is one range)."""
+
+    index: int
+    start: int
+    end: int
+
+
+class ScorePlan(StepModel):
+    """What a scoring run does, fixed at its start: the production version pinned
+    (`model_version`, bundle `model_prefix`), the input object, where output goes
+    (`run_prefix` = output_prefix + run_id + "/") and the ranges the Map scores."""
+
+    run_id: str
+    input_key: str
+    input_bytes: int
+    input_etag: str
+    compressed: bool
+    model_name: str
+    model_version: int
+    model_prefix: str
+    model_run_id: str
+    run_prefix: str
+    planned_at: str
+    max_concurrency: int
+    ranges: list[ScoreRange]
+    range_count: int
+
+
+class ScoredRange(StepModel):
+    """One range scored: its output part (input line + tab + probability per valid
+    line, in input order) and, when lines were bad, its rejects part (the data plane's
+    format: `<line number in the range>\\t<reason>\\t<line>`). `adopted`: the parts
+    already existed with the same bytes (a retried child wrote nothing twice)."""
+
+    index: int
+    lines: int
+    rows: int
+    rejects: int
+    part_key: str
+    rejects_key: str | None
+    input_sha256: str
+    adopted: bool
+    seconds: float
+
+
+class ScoreManifest(StepModel):
+    """The run's manifest (also written to `<run_prefix>manifest.json`)."""
+
+    run_id: str
+    manifest_key: str
+    model_name: str
+    model_version: int
+    model_run_id: str
+    input_key: str
+    input_etag: str
+    input_digest: str
+    lines: int
+    rows: int
+    rejects: int
+    parts: list[str]
+    rejects_parts: list[str]
+    planned_at: str
+    adopted_ranges: int
+
+
+class ScoreEvent(StepEvent):
+    """The score function's event. {"action": "plan", "input_key", "output_prefix",
+    ...} is the execution input plus the action; {"action": "range", ...} is one Map
+    item (a `ScoreRange`) with the plan's pinned model and keys; {"action":
+    "manifest", "plan": ..., "ranges": [...]} ends the run."""
+
+    action: Literal["plan", "range", "manifest"]
+    # plan
+    input_key: str | None = None
+    output_prefix: str | None = None
+    run_id: str | None = None
+    range_bytes: pydantic.PositiveInt | None = None
+    max_concurrency: pydantic.PositiveInt | None = None
+    # range
+    index: int | None = None
+    start: int | None = None
+    end: int | None = None
+    compressed: bool = False
+    model_prefix: str | None = None
+    model_version: int | None = None
+    run_prefix: str | None = None
+    # manifest
+    plan: ScorePlan | None = None
+    ranges: list[ScoredRange] | None = None

@@ -6,3 +6,5 @@ the production pointer; `schemas` holds the request/response models; `errors` ma
 every error to one JSON shape in one place; `body_limit` answers 413 to oversized
 bodies; `settings` and `dependencies` are what the routes are given.
 """
+
+from ctr import xgb_import  # noqa: F401  # xgboost without its scikit-learn wrapper: a cold start

@@ -95,6 +95,16 @@ class ModelCache:
     def current(self) -> LoadedModel | None:
         return self._current
 
+    def forget_connections(self) -> None:
+        """Drop the S3 client; the next read makes a new one (SnapStart: a restored
+        copy must not reuse the snapshot's connections)."""
+        self._store = None
+
+    def expire_pointer(self) -> None:
+        """Make the next request re-read the pointer, whatever the clock says (SnapStart:
+        the monotonic time saved in a snapshot means nothing after a restore)."""
+        self._checked_at = None
+
     def pointer_age(self) -> float | None:
         return None if self._checked_at is None else time.monotonic() - self._checked_at
 

@@ -21,7 +21,7 @@ Accepted values (decided once, in `ctr.criteo`, documented here for API users):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
@@ -103,6 +103,16 @@ class PredictRequest(BaseModel):
         return len(getattr(self, self.form))
 
 
+class PredictQuery(BaseModel):
+    """The query of POST /predict: `explain` only, exactly `true` or `false` (anything
+    else, or an unknown parameter, is a 422, as the OpenAPI schema says)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explain: Literal["true", "false"] = Field(
+        "false", description="true: add each row's per-field contributions (logit units)")
+
+
 def request_to_table(request: PredictRequest, max_rows: int) -> pa.Table:
     """The request's records as a table of the 39 feature columns (PARQUET_SCHEMA types).
 
@@ -139,6 +149,9 @@ def _features_to_table(features: list[list[Any]]) -> pa.Table:
     if bad_length:
         raise ValidationError(f"{len(bad_length)} feature vector(s) of the wrong length",
                               errors=bad_length)
+    fast = criteo.features_to_table(features)
+    if fast is not None:
+        return fast
     try:
         return criteo.rows_to_table([dict(zip(FEATURE_COLUMNS, v, strict=True))
                                      for v in features])
@@ -178,10 +191,41 @@ class ModelRef(BaseModel):
     trained_at: str | None
 
 
+class Contribution(BaseModel):
+    field: str = Field(description="a raw Criteo field, I1..I13 or C1..C26")
+    value: float = Field(description="its signed contribution to the logit")
+
+
+class RowExplanation(BaseModel):
+    """Why one row got its probability, in logit units: base_value plus every
+    contribution is the logit of the row's prediction."""
+
+    base_value: float = Field(description="the model's expected logit (XGBoost's bias)")
+    contributions: list[Contribution] = Field(
+        description="all 39 raw fields, sorted by |value|, largest first")
+
+
 class PredictResponse(BaseModel):
     predictions: list[float] = Field(description="click probability per input row, in order")
     num_samples: int
     model: ModelRef
+    explanations: list[RowExplanation] | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="with ?explain=true only: per row, XGBoost's per-feature contributions "
+                    "(pred_contribs) mapped back to the 39 raw fields")
+
+
+def explanations(base: Any, contributions: Any) -> list[dict[str, Any]]:
+    """The response's `explanations` from `Predictor.explain_table`'s arrays: per row,
+    the 39 fields sorted by |contribution|, largest first."""
+    import numpy as np
+
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")
+    values = np.take_along_axis(contributions, order, axis=1).tolist()
+    names = np.asarray(FEATURE_COLUMNS, dtype=object)[order].tolist()
+    return [{"base_value": b,
+             "contributions": [{"field": f, "value": v} for f, v in zip(fs, vs, strict=True)]}
+            for b, fs, vs in zip(base.tolist(), names, values, strict=True)]
 
 
 class HealthResponse(BaseModel):
