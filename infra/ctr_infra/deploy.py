@@ -29,6 +29,7 @@ instead of an API that stays open): create the stack with the value wanted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -150,13 +151,36 @@ def _params(values: dict[str, str]) -> list[dict[str, str]]:
     return [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()]
 
 
+# CloudFormation refuses a TemplateBody over 51,200 bytes; a larger template goes by
+# TemplateURL from a bucket, as `sam deploy` does with its --s3-bucket.
+TEMPLATE_BODY_LIMIT = 51_200
+
+
+def template_source(s3: Any, endpoint_url: str, stack_name: str, body: str) -> dict[str, str]:
+    """{"TemplateBody": body} when CloudFormation takes it inline, else the body stored
+    in the `<stack>-templates` bucket (created when missing; key = content digest, so a
+    redeploy of the same template writes nothing new) and {"TemplateURL": ...}."""
+    data = body.encode()
+    if len(data) <= TEMPLATE_BODY_LIMIT:
+        return {"TemplateBody": body}
+    bucket = f"{stack_name.lower()}-templates"
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+    key = f"template-{hashlib.sha256(data).hexdigest()[:16]}.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    return {"TemplateURL": f"{endpoint_url.rstrip('/')}/{bucket}/{key}"}
+
+
 def deploy(cfg: CloudConfig, parameters: dict[str, str], timeout_s: float = 300) -> dict[str, str]:
     """Create or update the stack; wait for it; return its outputs (+ the local API URL)."""
     root = repo_root()
     template = load_template(root / "template.yaml")
-    body = json.dumps(localize(template, root))
+    body = json.dumps(localize(template, root), separators=(",", ":"))
     cfn = boto3_client(cfg, "cloudformation")
-    kwargs = {"StackName": cfg.stack_name, "TemplateBody": body,
+    source = template_source(boto3_client(cfg, "s3"), cfg.endpoint_url, cfg.stack_name, body)
+    kwargs = {"StackName": cfg.stack_name, **source,
               "Parameters": _params(parameters),
               "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM",
                                "CAPABILITY_AUTO_EXPAND"]}

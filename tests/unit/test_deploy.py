@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
+from ctr_infra import deploy
 from ctr_infra.deploy import (
     HOT_RELOAD_BUCKET,
     IMAGE_METADATA,
@@ -122,3 +124,36 @@ def test_api_key_setting_cannot_silently_change_on_an_existing_local_stack():
         check_api_parameters(TEMPLATE, {"RequireApiKey": "false"}, {"RequireApiKey": "true"})
     with pytest.raises(CloudError, match=r"RequireApiKey is true .* cannot become false"):
         check_api_parameters(TEMPLATE, {"RequireApiKey": "true"}, {})
+
+
+class _TemplateBucket:
+    """Just what `template_source` calls: a missing bucket is a ClientError."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, dict[str, bytes]] = {}
+
+    def head_bucket(self, Bucket: str) -> None:  # boto3's argument names
+        if Bucket not in self.buckets:
+            raise ClientError({"Error": {"Code": "404"}}, "HeadBucket")
+
+    def create_bucket(self, Bucket: str) -> None:
+        self.buckets[Bucket] = {}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes) -> None:
+        self.buckets[Bucket][Key] = Body
+
+
+def test_a_template_over_cloudformations_body_limit_goes_by_url():
+    s3 = _TemplateBucket()
+    small = json.dumps({"Resources": {}})
+    assert deploy.template_source(s3, "http://127.0.0.1:4566", "Ctr", small) == {
+        "TemplateBody": small}
+    assert s3.buckets == {}
+    # The real template is over the limit (it has outgrown TemplateBody).
+    body = json.dumps(LOCAL, separators=(",", ":"))
+    assert len(body.encode()) > deploy.TEMPLATE_BODY_LIMIT
+    source = deploy.template_source(s3, "http://127.0.0.1:4566/", "Ctr", body)
+    (key, stored), = s3.buckets["ctr-templates"].items()
+    assert source == {"TemplateURL": f"http://127.0.0.1:4566/ctr-templates/{key}"}
+    assert stored == body.encode()
+    assert deploy.template_source(s3, "http://127.0.0.1:4566", "Ctr", body) == source
