@@ -12,7 +12,7 @@ import sys
 
 from ctr.errors import DomainError
 
-COMMAND_MODULES = ("cloud", "data", "model", "pipeline", "serve", "bench")
+COMMAND_MODULES = ("cloud", "data", "model", "pipeline", "serve", "bench", "soak")
 
 
 def build_parser() -> argparse.ArgumentParser:
