@@ -124,8 +124,11 @@ class Soak:
 
     # --- feeder ----------------------------------------------------------------------
     def _feed(self) -> None:
+        # the 2nd and 4th files are a corrupt and a truncated .gz, so even a short soak
+        # proves quarantine; later ones are the feeder's random mix
+        forced = {1: "corrupt-gz", 3: "truncated-gz"}
         while not self.stop.is_set():
-            fed = self.feeder.drop(_now())
+            fed = self.feeder.drop(_now(), kind=forced.get(len(self.feeder.fed)))
             self.echo(f"  feed  {fed.key} ({fed.lines:,} lines, {fed.malformed} malformed)")
             self.stop.wait(self.rng.uniform(*self.feed_every_s))
 
