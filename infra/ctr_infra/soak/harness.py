@@ -84,7 +84,7 @@ class Soak:
     echo: Callable[[str], None] = print
     faults_wanted: tuple[str, ...] = FAULT_KINDS
     max_lines: int = 1_000_000
-    feed_every_s: tuple[float, float] = (15.0, 45.0)
+    feed_every_s: tuple[float, float] = (45.0, 120.0)
     faults: list[Fault] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[float, int, float, str]] = field(default_factory=list)
@@ -610,7 +610,7 @@ def format_report(rep: dict[str, Any]) -> list[str]:
 
 
 def run_soak(minutes: float, seed: int, out_dir: Path, *, faults: tuple[str, ...] = FAULT_KINDS,
-             max_lines: int = 1_000_000, feed_every_s: tuple[float, float] = (15.0, 45.0),
+             max_lines: int = 1_000_000, feed_every_s: tuple[float, float] = (45.0, 120.0),
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     with soak_cloud(echo) as stack:
         soak = Soak(stack, minutes, seed, echo=echo, faults_wanted=faults, max_lines=max_lines,
