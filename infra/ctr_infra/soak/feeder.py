@@ -66,7 +66,8 @@ class Feeder:
             kind = ("corrupt-gz" if r < self.broken_share / 2 else
                     "truncated-gz" if r < self.broken_share else
                     "gzip" if r < 0.5 + self.broken_share / 2 else "plain")
-        bad_every = (self.rng.choice((13, 97, 1009))
+        # at most ~1% malformed: a chunk above MaxRejectShare (5%) fails as a whole
+        bad_every = (self.rng.choice((97, 499, 1009))
                      if self.rng.random() < self.malformed_share else 10**9)
         # n lines in all: valid ones plus one malformed after every `bad_every` valid
         valid = max(1, n - n // (bad_every + 1)) if n > 1 else 1
