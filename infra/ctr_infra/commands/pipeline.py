@@ -136,6 +136,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     desc = wait_execution(cfg, arn, args.timeout)
     print("\n".join(summarize(desc)))
+    if desc["status"] != "SUCCEEDED":
+        f = failure_detail(localcloud.boto3_client(cfg, "stepfunctions"), arn)
+        if f["state"]:
+            print(f"failed in  {f['state']}: {f['error']}: {(f['cause'] or '')[:500]}")
     return 0 if desc["status"] == "SUCCEEDED" else 1
 
 
