@@ -138,3 +138,22 @@ def test_release_memory_returns_freed_memory_to_the_system() -> None:
     assert peak - before > 250 and kept - before > 250, (before, peak, kept)   # the defect
     assert after - before < 60, (before, peak, kept, after)                   # the fix
     del keep
+
+
+def test_descendants_include_processes_started_from_any_thread() -> None:
+    """LocalStack starts Lambda environments from worker threads: the RSS sampler must
+    see those children too (it read only the main thread's at first)."""
+    import subprocess
+    import threading
+
+    from ctr_infra.soak.harness import _descendants
+
+    started: list[subprocess.Popen[bytes]] = []
+    t = threading.Thread(target=lambda: started.append(subprocess.Popen(["sleep", "5"])))
+    t.start()
+    t.join()
+    try:
+        assert started[0].pid in _descendants(os.getpid())
+    finally:
+        started[0].kill()
+        started[0].wait()
