@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv up down status logs deploy test test-unit test-web test-integration test-e2e lint \
-        security bench bench-quick reliability lock clean
+        security bench bench-quick soak reliability lock clean
 
 help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench: venv ## measure the whole system side by side; writes .local/bench/result
 
 bench-quick: venv ## a reduced bench (< 3 minutes)
 	@$(CTR) bench --quick
+
+soak: venv ## leave the system alone MINUTES (60) on a private cloud with data, faults, traffic; check it
+	@$(CTR) soak --minutes $(or $(MINUTES),60)
 
 lock: ## regenerate requirements/dev.lock from a fresh resolve of pyproject's dependencies
 	@bash infra/lock.sh

@@ -21,7 +21,14 @@ from mlflow import MlflowClient
 
 from ctr import faults
 from ctr.bundle import refresh_registry_snapshot
-from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
+from ctr.function import (
+    FunctionSettings,
+    add_metrics,
+    bucket_store,
+    entry_point,
+    observability,
+    release_memory,
+)
 from ctr.registry.audit import AuditRecorder, events_client
 from ctr.registry.decision import GatePolicy
 from ctr.registry.train_step import TrainPolicy, train_and_register
@@ -66,6 +73,14 @@ events = events_client()
 
 @entry_point(logger, tracer, metrics)
 def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    try:
+        return _train(event)
+    finally:
+        # A warm environment must not keep a training run's peak while idle.
+        logger.info("memory released", extra={"rss_mb_after": release_memory()})
+
+
+def _train(event: dict[str, Any] | None) -> dict[str, Any]:
     request = parse_event(TrainEvent, event)
     faults.inject("train.start")  # test-only, inert unless CTR_FAULTS names it
     params = replace(TrainParams(),

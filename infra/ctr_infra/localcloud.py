@@ -207,6 +207,11 @@ def _start(cfg: CloudConfig, name: str, health_url: str, timeout_s: float,
     return pid
 
 
+def lambda_refuse_file(cfg: CloudConfig) -> Path:
+    """The process executor's test-only fault switch (ctr_lambda_executor.executor)."""
+    return cfg.state_dir / "faults" / "lambda-refuse.json"
+
+
 def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
     """Start LocalStack (host mode) unless ours already runs; return its PID."""
     def launch() -> tuple[list[str], dict[str, str]]:
@@ -237,6 +242,16 @@ def start_localstack(cfg: CloudConfig, timeout_s: float = 120) -> int:
             # (CloudWatch's metrics database) in $TMPDIR/localstack, which every instance
             # deletes when it stops: one per cloud, or concurrent clouds break each other.
             "TMPDIR": str(tmp),
+            # The emulator's own calls (Step Functions -> STS AssumeRole -> Lambda Invoke)
+            # go straight into its gateway instead of over a pooled HTTP connection: its
+            # task client makes one attempt only, and a keep-alive connection closed by
+            # the gateway's 60 s idle timeout as it is reused failed a task as
+            # States.Runtime ("Connection was closed before we received a valid
+            # response"; docs/design.md, "A lost Lambda connection").
+            "IN_MEMORY_CLIENT": os.environ.get("CTR_IN_MEMORY_CLIENT", "1"),
+            # Test-only: while this file names a deadline, the process executor refuses
+            # invocations of the functions it lists (the soak's "endpoint refusing").
+            "CTR_LAMBDA_REFUSE_FILE": str(lambda_refuse_file(cfg)),
         })
         return [str(python), "-m", "localstack.runtime.main"], env
 

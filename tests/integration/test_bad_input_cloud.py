@@ -19,7 +19,6 @@ import pytest
 
 from ctr import chunking, criteo, ingest, layout, synth
 from ctr.steps import AggregateResult, ChunkCut, ChunkExhausted, ChunkResult
-from tests.cloud import LambdaError
 from tests.unit.test_bad_input import (
     API_CASES,
     BAD_LINES,
@@ -100,19 +99,20 @@ def test_empty_file_is_consumed_without_chunks(bad_cloud, tmp_path):
     assert list(bad_cloud.store.list_keys(layout.CHUNKS_PREFIX)) == []
 
 
-def test_a_truncated_gzip_fails_the_chunk_step_with_data_error_and_moves_nothing(bad_cloud):
+def test_a_truncated_gzip_is_quarantined_and_the_next_source_is_chunked(bad_cloud):
     bad_cloud.reset_data()
     broken = gzip.compress(b"\n".join(GOOD) + b"\n")[:3000]
-    bad_cloud.store.put("raw/corpus/broken.txt.gz", broken)
+    bad_cloud.store.put("raw/corpus/a-broken.txt.gz", broken)
+    bad_cloud.store.put("raw/corpus/b-good.txt", b"\n".join(GOOD) + b"\n")
 
-    with pytest.raises(LambdaError) as caught:
-        bad_cloud.invoke("ChunkFunction", {"chunk_lines": CHUNK})
+    result = bad_cloud.invoke("ChunkFunction", {"chunk_lines": CHUNK})
 
-    assert caught.value.error_type == "DataError"
-    assert "raw/corpus/broken.txt.gz" in str(caught.value)
-    assert "truncated gzip stream" in str(caught.value)
-    assert list(bad_cloud.store.list_keys(layout.CHUNKS_PREFIX)) == []
-    assert bad_cloud.store.get_json(chunking.CURSOR_KEY) is None     # the cursor never moved
+    assert result["status"] == "chunked" and result["cursor"]["raw_key"] == "raw/corpus/b-good.txt"
+    (note,) = result["quarantined"]
+    assert note["raw_key"] == "raw/corpus/a-broken.txt.gz"
+    assert "truncated gzip stream" in note["reason"]
+    (q,) = chunking.load_cursor(bad_cloud.store)[0].quarantined
+    assert q.raw_key == "raw/corpus/a-broken.txt.gz" and q.lines == 0
     bad_cloud.reset_data()
 
 

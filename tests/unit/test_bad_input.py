@@ -306,15 +306,25 @@ def test_a_file_of_garbage_fails_its_chunk_with_a_clear_error_and_keeps_it(tmp_p
     ("garbage.gz", b"this is not gzip\n" * 50, "not a valid gzip stream"),
     ("truncated.gz", gzip.compress(_block(GOOD))[:2000], "truncated gzip stream"),
 ])
-def test_corrupt_gzip_is_a_clear_error_and_writes_nothing(name, blob, message):
+def test_corrupt_gzip_is_quarantined_with_the_reason_and_chunking_goes_on(name, blob, message):
+    """Regression (issue 15): a corrupt .gz used to fail every chunk run until removed by
+    hand. Now it is set aside with a clear reason, no line of it is cut, and the next
+    source is chunked."""
     store = Store(MemoryS3(), "bucket")
     store.put(f"raw/corpus/{name}", blob)
+    store.put("raw/corpus/z-later.txt", b"\n".join(GOOD) + b"\n")
 
-    with pytest.raises(DataError) as caught:
-        chunking.cut_chunk(store, 100)
+    result = chunking.cut_chunk(store, 10_000)
 
-    assert message in caught.value.message and f"raw/corpus/{name}" in caught.value.message
-    assert sorted(store.s3.objects) == [f"raw/corpus/{name}"]      # no chunk, no cursor move
+    assert result.status == "chunked" and result.cursor.raw_key == "raw/corpus/z-later.txt"
+    assert [(q.raw_key, message in q.reason) for q in result.quarantined] == [
+        (f"raw/corpus/{name}", True)]
+    cursor, _ = chunking.load_cursor(store)
+    (q,) = cursor.quarantined
+    assert q.raw_key == f"raw/corpus/{name}" and message in q.reason and q.lines == 0
+    assert store.get(layout.chunk_key(0)).body == b"\n".join(GOOD) + b"\n"
+    assert not [k for k in store.s3.objects if k.startswith("state/decompressed/")]
+    assert chunking.cut_chunk(store, 10_000).status == "exhausted"  # not retried forever
 
 
 def test_corrupt_gzip_on_ingest_with_decompress_is_a_clear_error(tmp_path):

@@ -142,7 +142,7 @@ def test_the_cursor_document_keeps_its_keys_and_an_older_one_is_resumed() -> Non
     chunking.cut_chunk(store, 10)
     doc, _ = store.get_json(chunking.CURSOR_KEY)
     assert set(doc) == {"format", "next_chunk", "lines", "bytes", "source", "done",
-                        "bytes_per_line", "updated_at"}
+                        "bytes_per_line", "updated_at", "quarantined"}   # one key added
     assert set(doc["source"]) == {"raw_key", "read_key", "etag", "size", "offset", "lines",
                                   "first_chunk"}
     assert doc["done"] == [{"raw_key": "raw/s/a.txt", "lines": 10, "bytes": len(_lines(10)),
@@ -249,13 +249,29 @@ def test_a_chunk_that_does_not_match_the_source_is_refused() -> None:
         chunking.cut_chunk(store, 100)
 
 
-def test_raw_object_replaced_under_the_cursor_is_refused() -> None:
+def test_raw_object_replaced_under_the_cursor_is_quarantined_with_what_was_cut() -> None:
+    """Raw objects must be immutable; one that changes mid-way is set aside (it used to
+    stop every run) and its lines already cut stay accounted to it: the line account
+    counts them from its chunks, nothing is lost or doubled."""
+    from ctr_infra.invariants import account
+
     store = Store(MemoryS3(), "bucket")
     store.put("raw/s/a.txt", _lines(300))
+    store.put("raw/s/b.txt", _lines(50, start=1000))
     chunking.cut_chunk(store, 100)
     store.put("raw/s/a.txt", _lines(300, start=5))
-    with pytest.raises(DataError, match="changed or vanished"):
-        chunking.cut_chunk(store, 100)
+
+    result = chunking.cut_chunk(store, 100)
+
+    assert result.status == "chunked" and result.cursor.raw_key == "raw/s/b.txt"
+    (q,) = chunking.load_cursor(store)[0].quarantined
+    assert q.raw_key == "raw/s/a.txt" and "changed under the chunk cursor" in q.reason
+    assert (q.lines, q.first_chunk, q.end_chunk) == (100, 0, 1)
+    assert _chunks(store) == [_lines(100), _lines(50, start=1000)]
+    assert chunking.cut_chunk(store, 100).status == "exhausted"
+    acc = account(store, allow_pending=True, complete=True)
+    assert acc.ok, acc.problems
+    assert (acc.source_lines, acc.quarantined_sources) == (150, ("raw/s/a.txt",))
 
 
 def test_a_run_that_loses_the_cursor_race_cuts_the_next_chunk() -> None:

@@ -5,9 +5,12 @@ defined. (What each state reads from another is checked in test_step_contracts.p
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
+
+import pytest
 
 from ctr_infra.deploy import load_template
 
@@ -106,15 +109,51 @@ def releases(state: dict) -> bool:
     return state.get("Parameters", {}).get("Payload", {}).get("action") == "release"
 
 
-def ending(present: set[str]) -> str:
-    """Where 'What happened?' leads when the execution data holds the top-level keys
-    `present` (its rules only ask whether a key is present)."""
+def _lookup(data: dict, path: str) -> object:
+    """A `$.a.b` reference path in `data`; KeyError when absent."""
+    node: object = data
+    for part in path.removeprefix("$.").split("."):
+        assert isinstance(node, dict)
+        node = node[part]
+    return node
+
+
+def _matches(rule: dict, data: dict) -> bool:
+    """One Choice rule of the kinds 'What happened?' uses: And, IsPresent, StringMatches."""
+    if "And" in rule:
+        return all(_matches(r, data) for r in rule["And"])
+    try:
+        value = _lookup(data, rule["Variable"])
+    except KeyError:
+        return rule.get("IsPresent") is False
+    if "IsPresent" in rule:
+        return rule["IsPresent"] is True
+    assert set(rule) - {"Next"} == {"Variable", "StringMatches"}, rule
+    return isinstance(value, str) and fnmatch.fnmatch(value, rule["StringMatches"])
+
+
+def ending(present: set[str] | dict) -> str:
+    """Where 'What happened?' leads for the execution data `present` (a dict, or the set
+    of its top-level keys, each an error {"Error": "SomeError", "Cause": "..."})."""
+    data = present if isinstance(present, dict) else {
+        k: {"Error": "SomeError", "Cause": "c"} for k in present}
     choice = ASL["States"]["What happened?"]
     for rule in choice["Choices"]:
-        assert set(rule) == {"Variable", "IsPresent", "Next"} and rule["IsPresent"] is True
-        if rule["Variable"].removeprefix("$.") in present:
+        if _matches(rule, data):
             return str(rule["Next"])
     return str(choice["Default"])
+
+
+def fail_error(state: dict, data: dict) -> tuple[str, str]:
+    """(error, cause) a Fail state reports for `data`: ErrorPath/CausePath as a reference
+    path or States.Format('<prefix>{}', <path>), the two forms used here."""
+    def value(expr: str) -> str:
+        if expr.startswith("States.Format("):
+            m = re.fullmatch(r"States\.Format\('([^']*)', (\$[\w.]+)\)", expr)
+            assert m, expr
+            return m.group(1).replace("{}", str(_lookup(data, m.group(2))), 1)
+        return str(_lookup(data, expr))
+    return value(state["ErrorPath"]), value(state["CausePath"])
 
 
 def test_one_release_state_and_every_path_after_the_lease_reaches_it():
@@ -153,6 +192,27 @@ def test_success_paths_end_as_today():
     assert nope["Type"] == "Fail"
     assert (nope["ErrorPath"], nope["CausePath"]) == ("$.release_error.Error",
                                                       "$.release_error.Cause")
+
+
+@pytest.mark.parametrize("error", ["States.Runtime", "States.Timeout", "States.TaskFailed",
+                                   "States.Permissions", "DataError", "Sandbox.Timedout",
+                                   "Lambda.ServiceException"])
+@pytest.mark.parametrize("where", ["error", "release_error"])
+def test_every_failure_reports_the_real_error_and_cause_whatever_its_name(where, error):
+    """Regression (issue 15): a Fail state whose error is a 'States.*' name is refused by
+    the service ("Custom Error Names MUST NOT begin with the prefix 'States.'", the ASL
+    spec's rule), which replaced a States.Runtime from the Lambda call by that refusal.
+    Every error name must reach a Fail state that reports a legal name that still says
+    what failed, and the step's own cause."""
+    cause = 'Connection was closed before we received a valid response from endpoint URL'
+    data = {"lease": {}, where: {"Error": error, "Cause": cause}}
+    state = ASL["States"][ending(data)]
+    assert state["Type"] == "Fail"
+    reported, reported_cause = fail_error(state, data)
+    assert not reported.startswith("States."), reported
+    assert reported.endswith(error) and reported_cause == cause
+    if not error.startswith("States."):
+        assert reported == error            # custom names are reported as they are
 
 
 def test_a_failed_acquire_also_releases_a_lease_it_may_have_written():

@@ -363,7 +363,9 @@ class Walk:
         if kind == "Fail":
             for field in ("ErrorPath", "CausePath"):
                 if field in st:
-                    self.typed(f"{name} {field}", self.read(f"{name} {field}", st[field], data,
+                    # a reference path, or States.Format('...', <path>) around one
+                    path = re.sub(r"^States\.Format\('[^']*', (\$[^)]*)\)$", r"\1", st[field])
+                    self.typed(f"{name} {field}", self.read(f"{name} {field}", path, data,
                                                             context), "String")
             return [], None
         if kind == "Succeed":
@@ -437,19 +439,19 @@ class Walk:
         for i, rule in enumerate(st["Choices"]):
             self.rule(f"{name} Choices[{i}]", rule, doc, context)
             into = doc
-            if rule.get("IsPresent") is True and "Variable" in rule:
-                _, segments = parse_path(rule["Variable"])
-                if len(segments) == 1 and segments[0] in doc.get("properties", {}):
-                    into = {**doc, "required": sorted({*doc.get("required", []),
-                                                       str(segments[0])})}
+            for tested in [rule, *rule.get("And", [])]:       # every conjunct holds
+                into = narrowed(into, tested)
             edges.append((rule["Next"], into))
         if "Default" in st:
             edges.append((st["Default"], doc))
         return edges
 
     def rule(self, name: str, rule: Mapping[str, Any], doc: Schema, context: Schema) -> None:
-        for nested in [*rule.get("And", []), *rule.get("Or", []),
-                       *([rule["Not"]] if "Not" in rule else [])]:
+        guarded = doc
+        for nested in rule.get("And", []):        # conjuncts see what earlier ones tested
+            self.rule(name, nested, guarded, context)
+            guarded = narrowed(guarded, nested)
+        for nested in [*rule.get("Or", []), *([rule["Not"]] if "Not" in rule else [])]:
             self.rule(name, nested, doc, context)
         if "Variable" not in rule:
             return
@@ -488,6 +490,15 @@ class Walk:
                 allowed += [shape["const"]] if "const" in shape else shape["enum"]
         if value not in allowed:
             self.problem(f"{where}: {value!r} is not one of {allowed}")
+
+
+def narrowed(doc: Schema, rule: Mapping[str, Any]) -> Schema:
+    """`doc` where a rule `{"Variable": "$.x", "IsPresent": true}` holds: x is set."""
+    if rule.get("IsPresent") is True and "Variable" in rule:
+        _, segments = parse_path(rule["Variable"])
+        if len(segments) == 1 and segments[0] in doc.get("properties", {}):
+            return {**doc, "required": sorted({*doc.get("required", []), str(segments[0])})}
+    return doc
 
 
 def check_machine(asl: Mapping[str, Any], models: Mapping[str, Any],

@@ -1,4 +1,5 @@
-"""`ctr data synth | put | bench`: synthetic data, ingestion into raw/, data-plane benchmark.
+"""`ctr data synth | put | status | bench`: synthetic data, ingestion into raw/, where the
+data stands, data-plane benchmark.
 
 The bucket is --bucket, else $CTR_BUCKET, else the running local cloud's bucket (with
 its endpoint and test credentials); the endpoint is --endpoint-url, else whatever boto3
@@ -43,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_store_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_put)
+
+    p = data_sub.add_parser("status", help="sources in raw/ (consumed, quarantined with "
+                                           "reason), chunks pending, parts, rejects")
+    _add_store_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the document as JSON")
+    p.set_defaults(func=cmd_status)
 
     p = data_sub.add_parser("bench", help="chunk/aggregate throughput vs plain parsing")
     p.add_argument("--chunk-lines", type=int, default=200_000)
@@ -103,6 +110,14 @@ def cmd_put(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     size = f"{result['bytes'] / 1e6:,.1f} MB" if result.get("bytes") is not None else "?"
     print(f"{result['status']}: s3://{store.bucket}/{result['key']} ({size}, {seconds:.1f}s)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ctr import data_status
+
+    doc = data_status.status(resolve_store(args))
+    print(json.dumps(doc, indent=2) if args.json else "\n".join(data_status.format_status(doc)))
     return 0
 
 

@@ -136,7 +136,48 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     desc = wait_execution(cfg, arn, args.timeout)
     print("\n".join(summarize(desc)))
+    if desc["status"] != "SUCCEEDED":
+        f = failure_detail(localcloud.boto3_client(cfg, "stepfunctions"), arn)
+        if f["state"]:
+            print(f"failed in  {f['state']}: {f['error']}: {(f['cause'] or '')[:500]}")
     return 0 if desc["status"] == "SUCCEEDED" else 1
+
+
+# History events that carry a step's error (Task* for service tasks, Lambda* for plain
+# Lambda ARNs, Map* for a Map state), each with `error` and `cause` in its details.
+_FAILURE_EVENTS = ("TaskFailed", "TaskTimedOut", "LambdaFunctionFailed",
+                   "LambdaFunctionTimedOut", "MapRunFailed", "MapStateFailed",
+                   "ExecutionFailed")
+FAIL_PREFIX = "Pipeline."       # the ASL's name for a step's States.* error
+
+
+def failure_detail(sfn: Any, arn: str) -> dict[str, Any]:
+    """Why a failed execution failed, from its history: the state whose error ended it,
+    the error and cause that state reported, and how many times it failed (retries).
+    Works for executions from before the Fail states were fixed too (their reported
+    error was the service's refusal of a States.* name, their history has the truth)."""
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    state = None
+    fail_states: set[str] = set()
+    failures: list[tuple[str | None, str, str]] = []
+    for ev in events:
+        if (entered := ev.get("stateEnteredEventDetails")) is not None:
+            state = entered["name"]
+            if ev["type"] == "FailStateEntered":
+                fail_states.add(state)
+            continue
+        if ev["type"] in _FAILURE_EVENTS and state not in fail_states:
+            details: dict[str, Any] = next(
+                (v for k, v in ev.items() if k.endswith("EventDetails")), {})
+            failures.append((state if ev["type"] != "ExecutionFailed" else None,
+                             str(details.get("error", "")), str(details.get("cause", ""))))
+    step = [f for f in failures if f[0] is not None]
+    if not step:
+        return {"state": None, "error": None, "cause": None, "attempts": 0}
+    # the last step failure before the failure path is the one that ended the run
+    name, error, cause = step[-1]
+    return {"state": name, "error": error, "cause": cause,
+            "attempts": sum(1 for f in step if f[0] == name and f[1] == error)}
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -153,9 +194,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
         line = f"{ex['startDate']:%Y-%m-%d %H:%M:%S}  {ex['status']:9s} {dur:>9s}  {ex['name']}"
         if ex["status"] in ("FAILED", "TIMED_OUT", "ABORTED"):
             d = sfn.describe_execution(executionArn=ex["executionArn"])
-            line += f"\n{'':22s}cause: {d.get('error', '')}: {(d.get('cause') or '')[:300]}"
+            f = failure_detail(sfn, ex["executionArn"])
+            error, cause = f["error"] or d.get("error", ""), f["cause"] or d.get("cause") or ""
+            pad = " " * 22
+            if f["state"]:
+                tries = f" (failed {f['attempts']}x, retries included)" if f["attempts"] > 1 else ""
+                line += f"\n{pad}failed state: {f['state']}{tries}"
+            line += f"\n{pad}cause: {error}: {cause[:300]}"
         print(line)
+    _print_quarantined(cfg, outputs)
     return 0
+
+
+def _print_quarantined(cfg: CloudConfig, outputs: dict[str, str]) -> None:
+    """Quarantined raw sources, so a stuck-looking pipeline says why (ctr data status)."""
+    from ctr import chunking
+    from ctr.storage import Store
+
+    store = Store(localcloud.boto3_client(cfg, "s3"), outputs["BucketName"])
+    for q in chunking.load_cursor(store)[0].quarantined:
+        print(f"quarantined source: {q.raw_key}: {q.reason} "
+              f"({q.lines:,} lines cut before; `ctr data status`)")
 
 
 def bootstrap_first_model(cfg: CloudConfig, outputs: dict[str, str]) -> None:

@@ -12,6 +12,11 @@ which is all LocalStack's ExecutionEnvironment needs.
 Settings (environment of the LocalStack process):
   CTR_LAMBDA_PYTHON    interpreter for the functions (the project's venv python)
   CTR_LAMBDA_LOG_DIR   where <function-name>.log files are appended (make logs)
+  CTR_LAMBDA_REFUSE_FILE  test-only fault switch: while this JSON file holds
+                       {"until": <epoch seconds>, "functions": [names]} with a future
+                       deadline, invocations of those functions (all when the list is
+                       empty) fail as if the Lambda service refused them (the invoke
+                       answers a service error, which Step Functions retries)
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from localstack.services.lambda_.invocation.runtime_executor import (
     RuntimeExecutor,
 )
 
-from ctr_lambda_executor.worker import Worker, WorkerSpec, default_python
+from ctr_lambda_executor.worker import Worker, WorkerSpec, default_python, refusing
 
 LOG = logging.getLogger(__name__)
 LOCALHOST = "127.0.0.1"
@@ -73,6 +78,8 @@ class ProcessRuntimeExecutor(RuntimeExecutor):
     def invoke(self, payload: dict[str, str]) -> InvocationResult:
         if self.worker is None:
             raise LambdaRuntimeException(f"executor {self.id} not started")
+        if reason := refusing(self.function_version.id.function_name):
+            raise LambdaRuntimeException(reason)
         out = self.worker.invoke(
             request_id=payload["invoke-id"],
             payload=payload.get("payload") or "",

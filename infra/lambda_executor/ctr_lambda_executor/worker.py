@@ -259,6 +259,23 @@ class Worker:
         return "".join(list(self._lines)[-n:])
 
 
+def refusing(function_name: str, path: str | None = None) -> str | None:
+    """Why invocations of `function_name` are refused now (CTR_LAMBDA_REFUSE_FILE), else
+    None. A missing or unreadable file refuses nothing."""
+    path = path if path is not None else os.environ.get("CTR_LAMBDA_REFUSE_FILE")
+    if not path:
+        return None
+    try:
+        spec = json.loads(Path(path).read_text())
+        until, names = float(spec["until"]), list(spec.get("functions") or [])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if time.time() >= until or (names and function_name not in names):
+        return None
+    return (f"injected fault: the Lambda endpoint refuses {function_name} for "
+            f"{until - time.time():.1f}s more")
+
+
 def default_python() -> str:
     """The interpreter for functions: CTR_LAMBDA_PYTHON (the project's venv), else ours."""
     return os.environ.get("CTR_LAMBDA_PYTHON") or sys.executable

@@ -31,6 +31,16 @@ duplicate or skip lines after a crash. So:
   that object. One extra sequential pass over the file, once, then O(chunk) ranged
   reads for every run, at the price of storing the data uncompressed once more. To skip
   the transcode in Lambda, ingest with `ctr data put --decompress`.
+* **Quarantine, then go on.** A source that cannot be read -- a corrupt or truncated
+  .gz (its transcode fails before a single line is cut), or an object that changed or
+  vanished under the cursor -- is recorded in the cursor's `quarantined` list with the
+  reason, and chunking goes on with the next source instead of failing every run until
+  someone removes it. The lines already cut from a source that later proves unusable
+  stay where they are (chunks [first_chunk, end_chunk), then parts and rejects as any
+  other): the record keeps their count, bytes and chunk range, so the line account
+  counts them as consumed from that source (read from the chunks, since the source
+  itself can no longer be trusted) and nothing is lost or counted twice. Replacing a
+  quarantined object under a new key gets it chunked; `ctr data status` lists them.
 * **Download if absent.** With a configured source URL and an empty raw/, the run
   first streams the URL into raw/.
 
@@ -54,7 +64,15 @@ import pydantic
 from ctr import faults, ingest, layout
 from ctr.clock import iso_now
 from ctr.errors import ConflictError, DataError
-from ctr.steps import ChunkCut, ChunkExhausted, ChunkPosition, ChunkResult, Downloaded, Transcoded
+from ctr.steps import (
+    ChunkCut,
+    ChunkExhausted,
+    ChunkPosition,
+    ChunkResult,
+    Downloaded,
+    QuarantineNote,
+    Transcoded,
+)
 from ctr.storage import Store
 
 CURSOR_KEY = layout.state_key("chunk_cursor.json")
@@ -98,6 +116,21 @@ class DoneSource(_State):
     end_chunk: int
 
 
+class Quarantined(_State):
+    """A raw object set aside (module docs): why, when, and what had been cut from it
+    before (`lines`/`bytes` in chunks [first_chunk, end_chunk); 0 for a .gz whose
+    transcode failed)."""
+
+    raw_key: str
+    reason: str
+    at: str
+    size: int
+    lines: int = 0
+    bytes: int = 0
+    first_chunk: int
+    end_chunk: int
+
+
 class Cursor(_State):
     """`state/chunk_cursor.json`: where the next chunk starts, and totals so far.
 
@@ -113,6 +146,25 @@ class Cursor(_State):
     done: tuple[DoneSource, ...] = ()
     bytes_per_line: float = INITIAL_BYTES_PER_LINE
     updated_at: str | None = None
+    quarantined: tuple[Quarantined, ...] = ()
+
+    def settled_keys(self) -> set[str]:
+        """Raw objects not to be selected again: consumed or quarantined."""
+        return {d.raw_key for d in self.done} | {q.raw_key for q in self.quarantined}
+
+    def quarantine(self, raw_key: str, reason: str, size: int) -> Cursor:
+        """Set `raw_key` aside; if it is the current source, what was cut from it stays
+        accounted to it (module docs) and the cursor moves on."""
+        source = self.source if self.source and self.source.raw_key == raw_key else None
+        record = Quarantined(
+            raw_key=raw_key, reason=reason, at=iso_now(), size=size,
+            lines=source.lines if source else 0, bytes=source.offset if source else 0,
+            first_chunk=source.first_chunk if source else self.next_chunk,
+            end_chunk=self.next_chunk)
+        update: dict[str, Any] = {"quarantined": (*self.quarantined, record)}
+        if source is not None:
+            update["source"] = None
+        return self.model_copy(update=update)
 
     def needs_source(self) -> bool:
         """No raw object is being consumed, or the current one has no bytes left."""
@@ -243,12 +295,13 @@ class _Selected(NamedTuple):
     source: Source | None
     downloaded: Downloaded | None = None
     transcoded: Transcoded | None = None
+    quarantine: tuple[tuple[str, str, int], ...] = ()    # (raw key, reason, size)
 
 
 def _select_source(store: Store, cursor: Cursor, source_url: str | None,
                    fetch: Fetcher) -> _Selected:
     downloaded = None
-    done = {d.raw_key for d in cursor.done}
+    done = cursor.settled_keys()
     keys = [k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")]
     if not keys and source_url:
         started = time.perf_counter()
@@ -257,22 +310,28 @@ def _select_source(store: Store, cursor: Cursor, source_url: str | None,
             {**fetched, "seconds": round(time.perf_counter() - started, 3)})
         keys = [k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")]
     pending = sorted(k for k in keys if k not in done)
-    if not pending:
-        return _Selected(None, downloaded)
-    raw_key = pending[0]
-    read_key = raw_key
-    transcoded = None
-    if raw_key.endswith(".gz"):
-        started = time.perf_counter()
-        read_key = _transcode(store, raw_key)
-        transcoded = Transcoded(from_key=raw_key, to=read_key,
-                                seconds=round(time.perf_counter() - started, 3))
-    head = store.head(read_key)
-    if head is None:
-        raise ConflictError(f"{read_key} vanished while selecting it", key=read_key)
-    source = Source(raw_key=raw_key, read_key=read_key, etag=head["ETag"],
-                    size=int(head["ContentLength"]), first_chunk=cursor.next_chunk)
-    return _Selected(source, downloaded, transcoded)
+    unusable: list[tuple[str, str, int]] = []
+    for raw_key in pending:
+        read_key = raw_key
+        transcoded = None
+        if raw_key.endswith(".gz"):
+            started = time.perf_counter()
+            try:
+                read_key = _transcode(store, raw_key)
+            except DataError as err:           # corrupt or truncated: set it aside
+                head = store.head(raw_key)
+                unusable.append((raw_key, err.message,
+                                 int(head["ContentLength"]) if head else 0))
+                continue
+            transcoded = Transcoded(from_key=raw_key, to=read_key,
+                                    seconds=round(time.perf_counter() - started, 3))
+        head = store.head(read_key)
+        if head is None:
+            raise ConflictError(f"{read_key} vanished while selecting it", key=read_key)
+        source = Source(raw_key=raw_key, read_key=read_key, etag=head["ETag"],
+                        size=int(head["ContentLength"]), first_chunk=cursor.next_chunk)
+        return _Selected(source, downloaded, transcoded, tuple(unusable))
+    return _Selected(None, downloaded, quarantine=tuple(unusable))
 
 
 # --- one run ---------------------------------------------------------------------------
@@ -303,12 +362,15 @@ def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
         if cursor.source is not None:               # an empty object: nothing to cut
             cursor, changed = cursor.finish_source(), True
         selected = _select_source(store, cursor, source_url, fetch)
+        for raw_key, reason, size in selected.quarantine:
+            cursor, changed = cursor.quarantine(raw_key, reason, size), True
         if selected.source is None:
             if changed:
                 cursor.save(store, etag)
             return ChunkExhausted(next_chunk=cursor.next_chunk, lines_total=cursor.lines,
                                   bytes_total=cursor.bytes, sources_done=len(cursor.done),
-                                  downloaded=selected.downloaded)
+                                  downloaded=selected.downloaded,
+                                  quarantined=_notes(selected.quarantine))
         cursor = cursor.start(selected.source)
         etag = cursor.save(store, etag)
         changed = False
@@ -317,8 +379,14 @@ def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
     assert source is not None
     head = store.head(source.read_key)
     if head is None or head["ETag"] != source.etag:
-        raise DataError(f"{source.read_key} changed or vanished under the chunk cursor; "
-                        "raw objects must be immutable", key=source.read_key)
+        # Raw objects must be immutable: set this one aside with what was cut from it,
+        # and go on with the next source (the conditional save makes it once).
+        what = "vanished" if head is None else "changed"
+        reason = (f"{source.read_key} {what} under the chunk cursor after "
+                  f"{source.lines} lines ({source.offset} bytes) were cut; raw objects "
+                  "must be immutable")
+        cursor.quarantine(source.raw_key, reason, source.size).save(store, etag)
+        return _cut_once(store, chunk_lines, source_url, fetch)
     index = cursor.next_chunk
     key = layout.chunk_key(index)
     data, lines = read_lines(store, source.read_key, source.offset, source.size,
@@ -340,7 +408,13 @@ def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
                     next_chunk=index + 1, lines_total=advanced.lines,
                     cursor=ChunkPosition(raw_key=source.raw_key, read_key=source.read_key,
                                          offset=new_offset, size=source.size),
-                    downloaded=selected.downloaded, transcoded=selected.transcoded)
+                    downloaded=selected.downloaded, transcoded=selected.transcoded,
+                    quarantined=_notes(selected.quarantine))
+
+
+def _notes(quarantine: tuple[tuple[str, str, int], ...]) -> list[QuarantineNote] | None:
+    """The sources this run set aside, for its result (absent when none)."""
+    return [QuarantineNote(raw_key=k, reason=r) for k, r, _ in quarantine] or None
 
 
 def cut_chunk(store: Store, chunk_lines: int = DEFAULT_CHUNK_LINES, *,

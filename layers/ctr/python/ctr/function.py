@@ -77,3 +77,24 @@ def add_metrics(metrics: Metrics, values: dict[str, tuple[MetricUnit, float | No
 def bucket_store(settings: FunctionSettings) -> Store:
     """The data bucket through boto3 (AWS_ENDPOINT_URL, when set, points at the emulator)."""
     return Store(make_s3_client(), settings.bucket_name)
+
+
+def release_memory() -> int | None:
+    """Give the memory a finished run freed back to the system: collect cycles, then ask
+    glibc's allocator to return its free arenas (`malloc_trim`). Without this a warm
+    train environment keeps its peak (5.1 GB seen after a few runs) while idle, since
+    glibc keeps freed blocks for reuse. The process's RSS in MB afterwards (None where
+    /proc or glibc are missing: other platforms just skip the trim)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    except (OSError, ValueError):
+        return None

@@ -144,6 +144,14 @@ class ChunkPosition(StepModel):
     size: int
 
 
+class QuarantineNote(StepModel):
+    """A raw object this run set aside (corrupt or truncated .gz, or changed under the
+    cursor), with the reason; the cursor keeps the full record (ctr.chunking)."""
+
+    raw_key: str
+    reason: str
+
+
 class ChunkCut(StepModel):
     """One chunk was cut (or adopted from a crashed attempt: `reused_existing_chunk`)."""
 
@@ -161,6 +169,7 @@ class ChunkCut(StepModel):
     cursor: ChunkPosition
     downloaded: Downloaded | None = _absent()
     transcoded: Transcoded | None = _absent()
+    quarantined: list[QuarantineNote] | None = _absent()
 
 
 class ChunkExhausted(StepModel):
@@ -173,6 +182,7 @@ class ChunkExhausted(StepModel):
     sources_done: int
     cursor: None = None
     downloaded: Downloaded | None = _absent()
+    quarantined: list[QuarantineNote] | None = _absent()
 
 
 type ChunkResult = Annotated[ChunkCut | ChunkExhausted, pydantic.Field(discriminator="status")]

@@ -1,0 +1,218 @@
+"""The data plane's invariant, read back from the bucket: every source line is in exactly
+one place -- a Parquet row or a quarantined reject -- never lost, never twice.
+
+    raw/ --(chunk cursor)--> chunks/ --(aggregate)--> parquet/ + rejects/
+
+`account(store)` checks, independently of the code under test where it can:
+
+1. the chunks are `chunk_000000 .. chunk_{n-1}` without a gap, and concatenated they
+   are byte for byte the raw data the cursor says it consumed (raw objects are read and
+   gunzipped here, not through the product's transcode);
+2. per aggregated chunk: every reject's (line number, text) is that line of the chunk,
+   and the part's rows, written back as TSV, are the chunk's other lines in order;
+3. over everything: Counter(consumed source lines) == Counter(Parquet rows) +
+   Counter(rejected lines) (+ lines of chunks still waiting for aggregation, which are
+   reported as `pending` and are a problem unless allowed). `lost` and `duplicated` are
+   the two sides of the multiset difference (a line changed on the way counts once in
+   each).
+
+Quarantined sources (ctr.chunking: a corrupt .gz, an object changed under the cursor)
+count the lines cut from them before (their chunks) as consumed; the rest of such a
+source is reported as `quarantined_sources`, never as lost.
+
+Source lines are compared as text without a trailing CR (the parser accepts CRLF);
+Parquet rows are turned back into text with `ctr.criteo.table_to_tsv`, so the valid
+source lines must be canonical Criteo TSV, as `ctr.synth` writes them.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ctr import chunking, criteo, layout
+from ctr.storage import Store
+
+
+@dataclass(frozen=True)
+class LineAccount:
+    source_lines: int           # consumed from raw/ (per the cursor)
+    unconsumed_lines: int       # still in raw/, not cut yet
+    chunks: int
+    parquet_rows: int
+    rejected_lines: int
+    pending_chunks: tuple[int, ...]
+    quarantined_sources: tuple[str, ...]
+    lost: int                   # source lines found nowhere downstream
+    duplicated: int             # downstream lines beyond what the source has
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return (f"{self.source_lines} source lines = {self.parquet_rows} parquet rows + "
+                f"{self.rejected_lines} rejects ({self.chunks} chunks, "
+                f"{len(self.pending_chunks)} pending, {self.unconsumed_lines} not cut yet, "
+                f"{len(self.quarantined_sources)} sources quarantined); "
+                f"lost {self.lost}, duplicated {self.duplicated}")
+
+
+def lines_of(data: bytes) -> list[bytes]:
+    """The lines of `data` as the parser sees them: split on LF, a final line without LF
+    counts, a trailing CR is not part of the line."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.removesuffix(b"\r") for line in lines]
+
+
+def _raw_bytes(store: Store, key: str) -> bytes:
+    body = store.get(key).body
+    return gzip.decompress(body) if key.endswith(".gz") else body
+
+
+def _consumed_source(store: Store) -> tuple[list[bytes], int]:
+    """(consumed source bytes per raw object in chunk order, lines not yet consumed).
+    A quarantined source's consumed bytes are its chunks (module docstring)."""
+    cursor, _ = chunking.load_cursor(store)
+    raw_keys = sorted(k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/"))
+    consumed: list[tuple[int, bytes]] = []
+    seen: set[str] = set()
+    for done in cursor.done:
+        consumed.append((done.first_chunk, _raw_bytes(store, done.raw_key)))
+        seen.add(done.raw_key)
+    for q in cursor.quarantined:
+        cut = b"".join(store.get(layout.chunk_key(i)).body
+                       for i in range(q.first_chunk, q.end_chunk))
+        consumed.append((q.first_chunk, cut))
+        seen.add(q.raw_key)
+    unconsumed = 0
+    if cursor.source is not None:
+        key, offset = cursor.source.raw_key, cursor.source.offset
+        data = _raw_bytes(store, key)
+        consumed.append((cursor.source.first_chunk, data[:offset]))
+        unconsumed += len(lines_of(data[offset:]))
+        seen.add(key)
+    for key in raw_keys:
+        if key not in seen:
+            unconsumed += len(lines_of(_raw_bytes(store, key)))
+    return [data for _, data in sorted(consumed, key=lambda c: c[0])], unconsumed
+
+
+def _part_lines(store: Store, key: str) -> list[bytes]:
+    table = pq.read_table(pa.BufferReader(store.get(key).body))
+    return criteo.table_to_tsv(table).split(b"\n")[:-1] if table.num_rows else []
+
+
+def _rejects(store: Store, key: str) -> list[criteo.Reject]:
+    body = store.get(key).body
+    return [criteo.Reject.from_bytes(line) for line in body.removesuffix(b"\n").split(b"\n")]
+
+
+def _check_chunk(index: int, chunk: list[bytes], part: list[bytes],
+                 rejects: list[criteo.Reject]) -> list[str]:
+    problems = []
+    numbers = [r.line_no for r in rejects]
+    if len(set(numbers)) != len(numbers):
+        problems.append(f"chunk {index}: a line is quarantined twice")
+    for r in rejects:
+        if not 1 <= r.line_no <= len(chunk) or chunk[r.line_no - 1] != r.text.removesuffix(b"\r"):
+            problems.append(f"chunk {index}: reject for line {r.line_no} does not match it")
+    rejected = set(numbers)
+    expected = [line for n, line in enumerate(chunk, 1) if n not in rejected]
+    if part != expected:
+        at = next((i for i, (a, b) in enumerate(zip(part, expected, strict=False)) if a != b),
+                  min(len(part), len(expected)))
+        problems.append(f"chunk {index}: part has {len(part)} rows, the chunk {len(expected)} "
+                        f"good lines; first difference at row {at}")
+    return problems
+
+
+def account(store: Store, *, complete: bool = False, allow_pending: bool = False
+            ) -> LineAccount:
+    """Read raw/, chunks/, parquet/ and rejects/ and account for every line (module
+    docstring). `complete`: raw/ must be fully consumed too."""
+    problems: list[str] = []
+    consumed, unconsumed = _consumed_source(store)
+    source = [line for data in consumed for line in lines_of(data)]
+
+    chunk_keys = sorted(k for k in store.list_keys(layout.CHUNKS_PREFIX) if not k.endswith("/"))
+    if chunk_keys != [layout.chunk_key(i) for i in range(len(chunk_keys))]:
+        problems.append(f"chunk keys are not contiguous from 0: {chunk_keys}")
+    chunk_bytes = {layout.index_of(k): store.get(k).body for k in chunk_keys}
+    if b"".join(chunk_bytes[i] for i in sorted(chunk_bytes)) != b"".join(consumed):
+        problems.append("the chunks, concatenated, are not the raw bytes the cursor consumed")
+
+    parts = {layout.index_of(k): k for k in store.list_keys(layout.PARQUET_PREFIX)}
+    reject_keys = {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)}
+    if stray := sorted((set(parts) | set(reject_keys)) - set(chunk_bytes)):
+        problems.append(f"parts or rejects without a chunk: {stray}")
+    pending = tuple(sorted(set(chunk_bytes) - set(parts)))
+    if pending and not allow_pending:
+        problems.append(f"chunks not aggregated: {list(pending)}")
+    if complete and unconsumed:
+        problems.append(f"{unconsumed} raw lines were never cut into a chunk")
+
+    downstream: Counter[bytes] = Counter()
+    rows = rejected = 0
+    for index, chunk in sorted(chunk_bytes.items()):
+        chunk_lines = lines_of(chunk)
+        if index not in parts:
+            downstream.update(chunk_lines)           # still waiting in chunks/
+            continue
+        part = _part_lines(store, parts[index])
+        rejects = _rejects(store, reject_keys[index]) if index in reject_keys else []
+        problems += _check_chunk(index, chunk_lines, part, rejects)
+        downstream.update(part)
+        downstream.update(r.text.removesuffix(b"\r") for r in rejects)
+        rows += len(part)
+        rejected += len(rejects)
+
+    expected = Counter(source)
+    lost = sum((expected - downstream).values())
+    duplicated = sum((downstream - expected).values())
+    if lost or duplicated:
+        problems.append(f"source vs parquet + rejects: {lost} lines lost, "
+                        f"{duplicated} duplicated")
+    quarantined = tuple(q.raw_key for q in chunking.load_cursor(store)[0].quarantined)
+    return LineAccount(source_lines=len(source), unconsumed_lines=unconsumed,
+                       chunks=len(chunk_bytes), parquet_rows=rows, rejected_lines=rejected,
+                       pending_chunks=pending, quarantined_sources=quarantined,
+                       lost=lost, duplicated=duplicated,
+                       problems=tuple(problems))
+
+
+# --- test data with something to quarantine --------------------------------------------
+
+MALFORMED = [
+    b"",                                                   # empty line
+    b"1\t2\t3",                                            # truncated
+    b"0" + b"\t" * 40,                                     # one field too many
+    b"0" + b"\t1" * 13 + b"\tZZZZZZZZ" + b"\t" * 25,       # non-hex categorical
+    b"0\t99999999999999999999" + b"\t" * 38,               # integer beyond int64
+    b"2" + b"\t" * 39,                                     # label not 0/1
+    b"\xff\xfe binary \x00 garbage",                       # invalid UTF-8
+]
+
+
+def source_with_rejects(valid_lines: int, seed: int, *, bad_every: int = 97,
+                        start_row: int = 0) -> bytes:
+    """Synthetic Criteo TSV (`ctr.synth`, canonical) with one malformed line (cycling
+    through MALFORMED) after every `bad_every` valid lines and a CRLF ending on every
+    50th valid line. Line count: valid_lines + valid_lines // bad_every."""
+    from ctr import synth
+
+    table, _ = synth.generate_table(valid_lines, seed, start_row=start_row)
+    valid = criteo.table_to_tsv(table).split(b"\n")[:-1]
+    out: list[bytes] = []
+    for i, line in enumerate(valid, 1):
+        out.append(line + (b"\r" if i % 50 == 0 else b""))
+        if i % bad_every == 0:
+            out.append(MALFORMED[(i // bad_every - 1) % len(MALFORMED)])
+    return b"\n".join(out) + b"\n"
