@@ -4,7 +4,6 @@ function's memory release."""
 
 from __future__ import annotations
 
-import gc
 import gzip
 import json
 import os
@@ -14,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ctr import chunking
-from ctr.function import release_memory
 from ctr.storage import Store
 from ctr_infra.commands.pipeline import failure_detail
 from ctr_infra.invariants import account
@@ -114,30 +112,43 @@ def test_the_refusal_switch_refuses_named_functions_until_its_deadline(tmp_path)
     assert refusing("chunk", str(path)) is None
 
 
-def _rss_mb() -> int:
+_RELEASE_PROBE = """
+import gc, json, os
+from ctr.function import release_memory
+
+def rss_mb():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+before = release_memory()
+keep, blocks = [], []
+for _ in range(3000):                  # ~300 MB in 100 kB blocks (malloc, not mmap),
+    blocks.append(bytearray(100_000))  # each followed by a small block that survives
+    keep.append(bytearray(600))
+peak = rss_mb()
+del blocks
+gc.collect()
+kept = rss_mb()
+after = release_memory()
+print(json.dumps([before, peak, kept, after]))
+"""
 
 
 def test_release_memory_returns_freed_memory_to_the_system() -> None:
     """The warm-train-environment defect in small: memory freed behind a small live
     block stays in the process (glibc only gives back the top of its heap) until
-    `release_memory` trims it."""
-    before = release_memory()
-    assert before is not None
-    keep, blocks = [], []
-    for _ in range(3000):                  # ~300 MB in 100 kB blocks (malloc, not mmap),
-        blocks.append(bytearray(100_000))  # each followed by a small block that survives
-        keep.append(bytearray(600))
-    peak = _rss_mb()
-    del blocks
-    gc.collect()
-    kept = _rss_mb()
-    after = release_memory()
-    assert after is not None
+    `release_memory` trims it. In a fresh interpreter: a heap already full of holes from
+    other tests would take the blocks without growing."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, peak, kept, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before is not None and after is not None
     assert peak - before > 250 and kept - before > 250, (before, peak, kept)   # the defect
     assert after - before < 60, (before, peak, kept, after)                   # the fix
-    del keep
 
 
 def test_descendants_include_processes_started_from_any_thread() -> None:
