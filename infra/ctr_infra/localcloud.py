@@ -392,3 +392,17 @@ class Stack:
                 raise CloudError(f"{name}: configuration update not live after "
                                  f"{timeout_s:.0f}s")
             time.sleep(every_s)
+        # A function behind an alias (AutoPublishAlias: predict's `live`, which the API
+        # invokes) runs a published, immutable version: publish the new configuration and
+        # move the alias to it, as a deploy of the changed template does.
+        aliases = lam.list_aliases(FunctionName=name).get("Aliases", [])
+        if aliases:
+            version = lam.publish_version(FunctionName=name)["Version"]
+            while lam.get_function_configuration(FunctionName=name, Qualifier=version).get(
+                    "State") != "Active":
+                if time.monotonic() > deadline:
+                    raise CloudError(f"{name}: version {version} not active after "
+                                     f"{timeout_s:.0f}s")
+                time.sleep(every_s)
+            for alias in aliases:
+                lam.update_alias(FunctionName=name, Name=alias["Name"], FunctionVersion=version)

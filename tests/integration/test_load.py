@@ -51,7 +51,9 @@ import httpx
 import pytest
 
 from ctr.bundle import load_pointer
+from ctr.monitoring.reports import SkewReport
 from ctr.predlog import PredictionRecord
+from ctr.schema import FEATURE_COLUMNS
 from ctr.serving.prediction_log import PredictionLog
 from ctr_infra.bench.loadgen import merge_runs, run_loadgen
 from ctr_infra.bench.report import summarize
@@ -330,6 +332,24 @@ def test_api_gateway_load_with_a_reload(cloud, mlflow_client, two_versions,
 
     check_and_report("API Gateway -> Lambda", run, API_GATEWAY_REQUESTS, old, new)
     check_prediction_log(cloud, run, prefix, rows_per_request=1)
+    check_skew_from_the_log(cloud)
+
+
+def check_skew_from_the_log(cloud) -> None:
+    """The monitor step compares every logged record (this load's and the warm-up's) with
+    the production version's training baseline and writes the skew report."""
+    logged = sum(1 for key in cloud.store.list_keys("predictions/")
+                 for line in cloud.store.get(key).body.splitlines() if line.strip())
+    result = cloud.invoke("MonitorFunction", {"execution": "it-load-skew"})
+    assert result["skew_records"] == logged >= API_GATEWAY_REQUESTS, (result, logged)
+    reports = [SkewReport.model_validate_json(cloud.store.get(k).body)
+               for k in cloud.store.list_keys("monitoring/skew/")]
+    newest = max(reports, key=lambda r: r.evaluated_at)
+    assert newest.records == logged
+    assert {f.feature for f in newest.features} == set(FEATURE_COLUMNS)
+    assert newest.baseline_version == result["production_version"]
+    print(f"  skew: {newest.records} served rows against v{newest.baseline_version}'s "
+          f"baseline; flagged {newest.flagged or 'none'} ({newest.note or 'no note'})")
 
 
 def test_uvicorn_load_of_10k_requests_with_a_reload(cloud, mlflow_client, two_versions):
