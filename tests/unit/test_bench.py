@@ -140,17 +140,31 @@ def test_results_are_json_safe_and_written_whole(monkeypatch, tmp_path):
 
 
 class _FakeLambda:
-    def __init__(self, env):
+    def __init__(self, env, aliases=()):
         self.env = dict(env)
         self.updates = []
+        self.aliases = dict.fromkeys(aliases, "1")
+        self.versions: dict[str, dict[str, str]] = {}
 
-    def get_function_configuration(self, FunctionName):
-        return {"Environment": {"Variables": dict(self.env)},
-                "LastUpdateStatus": "Successful"}
+    def get_function_configuration(self, FunctionName, Qualifier=None):
+        env = self.env if Qualifier is None else self.versions[Qualifier]
+        return {"Environment": {"Variables": dict(env)},
+                "LastUpdateStatus": "Successful", "State": "Active"}
 
     def update_function_configuration(self, FunctionName, Environment):
         self.env = dict(Environment["Variables"])
         self.updates.append(self.env)
+
+    def list_aliases(self, FunctionName):
+        return {"Aliases": [{"Name": name} for name in self.aliases]}
+
+    def publish_version(self, FunctionName):
+        version = str(len(self.versions) + 2)
+        self.versions[version] = dict(self.env)
+        return {"Version": version}
+
+    def update_alias(self, FunctionName, Name, FunctionVersion):
+        self.aliases[Name] = FunctionVersion
 
 
 def test_function_env_restores_the_original_environment_even_after_an_error():
@@ -165,6 +179,19 @@ def test_function_env_restores_the_original_environment_even_after_an_error():
         raise KeyError("boom")
     assert lam.env == {"BUCKET_NAME": "b", "CHUNK_LINES": "1000000"}
     assert len(lam.updates) == 3
+    assert lam.versions == {}                 # no alias: nothing published
+
+
+def test_an_environment_change_reaches_the_alias_the_api_invokes():
+    """AutoPublishAlias: the alias runs an immutable version, so a change of $LATEST is
+    published and the alias moved, as a deploy of the changed template does."""
+    lam = _FakeLambda({"BUCKET_NAME": "b"}, aliases=["live"])
+    cloud = bench_cloud.BenchCloud(cfg=None, outputs={"PredictFunctionName": "predict-fn"},
+                             private=True, startup_s=0.0, _clients={"lambda": lam})
+    with bench_cloud.function_env(cloud, "PredictFunction", PREDICTION_LOG_SAMPLE_RATE="1.0"):
+        live = lam.aliases["live"]
+        assert lam.versions[live] == {"BUCKET_NAME": "b", "PREDICTION_LOG_SAMPLE_RATE": "1.0"}
+    assert lam.versions[lam.aliases["live"]] == {"BUCKET_NAME": "b"}
 
 
 def test_quick_is_smaller_than_full_in_every_size():
