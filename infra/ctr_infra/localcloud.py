@@ -95,7 +95,13 @@ def aws_env(cfg: CloudConfig) -> dict[str, str]:
 @contextlib.contextmanager
 def aws_env_applied(cfg: CloudConfig) -> Iterator[None]:
     """`aws_env(cfg)` in os.environ for the duration; the previous values afterwards."""
-    env = aws_env(cfg)
+    with env_applied(aws_env(cfg)):
+        yield
+
+
+@contextlib.contextmanager
+def env_applied(env: dict[str, str]) -> Iterator[None]:
+    """`env` in os.environ for the duration; the previous values (or absence) afterwards."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -554,19 +554,12 @@ def soak_cloud(echo: Callable[[str], None]) -> Iterator[Stack]:
 
     state = Path(tempfile.mkdtemp(prefix="ctr-soak-"))
     cfg = CloudConfig.on_free_ports(state, SOAK_STACK)
-    saved = {k: os.environ.get(k) for k in SOAK_PARAMETERS}
-    os.environ.update(SOAK_PARAMETERS)
     try:
-        with localcloud.aws_env_applied(cfg):
+        with localcloud.env_applied(SOAK_PARAMETERS), localcloud.aws_env_applied(cfg):
             echo(f"==> private local cloud on {cfg.endpoint_url} (state {state})")
             outputs = bring_up(cfg, schedule_on=True, quiet=True)
             yield Stack(cfg=cfg, outputs=outputs)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         localcloud.stop(cfg)
         if os.environ.get("CTR_SOAK_KEEP_STATE"):
             echo(f"    kept {state}")
