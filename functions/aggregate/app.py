@@ -2,9 +2,10 @@
 
 Event: `ctr.steps.AggregateEvent`. {"action": "plan"} only lists the pending chunks
 (`PlanResult`); otherwise the chunks the event names (every pending one by default) are
-converted (`AggregateResult`), and a chunk with too many rejects fails the run with a
-DataError after the metrics are out. {"max_reject_share": x} overrides MAX_REJECT_SHARE
-for this run.
+converted (`AggregateResult`); a chunk with too many rejects is quarantined (logged as a
+warning, metric ChunksQuarantined) and the run goes on. {"max_reject_share": x}
+overrides MAX_REJECT_SHARE for this run; {"include_quarantined": true} converts
+quarantined chunks again (`ctr data release`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from ctr.aggregate import DEFAULT_MAX_REJECT_SHARE, aggregate, plan, raise_for_failures
+from ctr.aggregate import DEFAULT_MAX_REJECT_SHARE, aggregate, plan
 from ctr.function import FunctionSettings, add_metrics, bucket_store, entry_point, observability
 from ctr.steps import AggregateEvent, parse_event
 
@@ -38,14 +39,18 @@ def lambda_handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]
         return planned.to_payload()
     share = (settings.max_reject_share if request.max_reject_share is None
              else request.max_reject_share)
-    result = aggregate(store, request.indices, share, raise_on_failure=False)
+    result = aggregate(store, request.indices, share,
+                       include_quarantined=request.include_quarantined)
     logger.info("aggregate run", extra=result.model_dump(mode="json", exclude={"chunks"}))
+    for chunk in result.chunks:
+        if chunk.status == "quarantined":
+            logger.warning("chunk quarantined", extra=chunk.model_dump(mode="json"))
     add_metrics(metrics, {
         "RowsIn": (MetricUnit.Count, result.rows_in),
         "RowsOut": (MetricUnit.Count, result.rows_out),
         "RowsRejected": (MetricUnit.Count, result.rows_rejected),
         "AggregateSeconds": (MetricUnit.Seconds, result.seconds),
         "AggregateBytesPerSecond": (MetricUnit.BytesPerSecond, result.bytes_per_second or None),
+        "ChunksQuarantined": (MetricUnit.Count, len(result.quarantined)),
     })
-    raise_for_failures(result)     # DataError: the state machine stops, metrics are out
     return result.to_payload()

@@ -18,7 +18,10 @@ one place -- a Parquet row or a quarantined reject -- never lost, never twice.
 
 Quarantined sources (ctr.chunking: a corrupt .gz, an object changed under the cursor)
 count the lines cut from them before (their chunks) as consumed; the rest of such a
-source is reported as `quarantined_sources`, never as lost.
+source is reported as `quarantined_sources`, never as lost. A quarantined chunk (more
+rejects than MaxRejectShare: a marker under rejects/quarantined/, no part) keeps all of
+its lines in chunks/: they count as `quarantined_lines`, and its rejects file must still
+match its lines.
 
 Source lines are compared as text without a trailing CR (the parser accepts CRLF);
 Parquet rows are turned back into text with `ctr.criteo.table_to_tsv`, so the valid
@@ -47,6 +50,8 @@ class LineAccount:
     rejected_lines: int
     pending_chunks: tuple[int, ...]
     quarantined_sources: tuple[str, ...]
+    quarantined_chunks: tuple[int, ...]
+    quarantined_lines: int      # lines of quarantined chunks (kept in chunks/)
     lost: int                   # source lines found nowhere downstream
     duplicated: int             # downstream lines beyond what the source has
     problems: tuple[str, ...]
@@ -57,9 +62,10 @@ class LineAccount:
 
     def summary(self) -> str:
         return (f"{self.source_lines} source lines = {self.parquet_rows} parquet rows + "
-                f"{self.rejected_lines} rejects ({self.chunks} chunks, "
-                f"{len(self.pending_chunks)} pending, {self.unconsumed_lines} not cut yet, "
-                f"{len(self.quarantined_sources)} sources quarantined); "
+                f"{self.rejected_lines} rejects + {self.quarantined_lines} in quarantined "
+                f"chunks ({self.chunks} chunks, {len(self.pending_chunks)} pending, "
+                f"{len(self.quarantined_chunks)} quarantined, {self.unconsumed_lines} not "
+                f"cut yet, {len(self.quarantined_sources)} sources quarantined); "
                 f"lost {self.lost}, duplicated {self.duplicated}")
 
 
@@ -115,8 +121,7 @@ def _rejects(store: Store, key: str) -> list[criteo.Reject]:
     return [criteo.Reject.from_bytes(line) for line in body.removesuffix(b"\n").split(b"\n")]
 
 
-def _check_chunk(index: int, chunk: list[bytes], part: list[bytes],
-                 rejects: list[criteo.Reject]) -> list[str]:
+def _check_rejects(index: int, chunk: list[bytes], rejects: list[criteo.Reject]) -> list[str]:
     problems = []
     numbers = [r.line_no for r in rejects]
     if len(set(numbers)) != len(numbers):
@@ -124,7 +129,13 @@ def _check_chunk(index: int, chunk: list[bytes], part: list[bytes],
     for r in rejects:
         if not 1 <= r.line_no <= len(chunk) or chunk[r.line_no - 1] != r.text.removesuffix(b"\r"):
             problems.append(f"chunk {index}: reject for line {r.line_no} does not match it")
-    rejected = set(numbers)
+    return problems
+
+
+def _check_chunk(index: int, chunk: list[bytes], part: list[bytes],
+                 rejects: list[criteo.Reject]) -> list[str]:
+    problems = _check_rejects(index, chunk, rejects)
+    rejected = {r.line_no for r in rejects}
     expected = [line for n, line in enumerate(chunk, 1) if n not in rejected]
     if part != expected:
         at = next((i for i, (a, b) in enumerate(zip(part, expected, strict=False)) if a != b),
@@ -150,21 +161,31 @@ def account(store: Store, *, complete: bool = False, allow_pending: bool = False
         problems.append("the chunks, concatenated, are not the raw bytes the cursor consumed")
 
     parts = {layout.index_of(k): k for k in store.list_keys(layout.PARQUET_PREFIX)}
-    reject_keys = {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)}
-    if stray := sorted((set(parts) | set(reject_keys)) - set(chunk_bytes)):
-        problems.append(f"parts or rejects without a chunk: {stray}")
-    pending = tuple(sorted(set(chunk_bytes) - set(parts)))
+    reject_keys = {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)
+                   if layout.is_chunk_rejects_key(k)}
+    markers = {layout.index_of(k) for k in store.list_keys(layout.QUARANTINED_CHUNKS_PREFIX)}
+    if stray := sorted((set(parts) | set(reject_keys) | markers) - set(chunk_bytes)):
+        problems.append(f"parts, rejects or quarantine markers without a chunk: {stray}")
+    held = tuple(sorted((markers & set(chunk_bytes)) - set(parts)))   # quarantined, no part
+    pending = tuple(sorted(set(chunk_bytes) - set(parts) - set(held)))
     if pending and not allow_pending:
         problems.append(f"chunks not aggregated: {list(pending)}")
     if complete and unconsumed:
         problems.append(f"{unconsumed} raw lines were never cut into a chunk")
 
     downstream: Counter[bytes] = Counter()
-    rows = rejected = 0
+    rows = rejected = held_lines = 0
     for index, chunk in sorted(chunk_bytes.items()):
         chunk_lines = lines_of(chunk)
         if index not in parts:
-            downstream.update(chunk_lines)           # still waiting in chunks/
+            downstream.update(chunk_lines)           # waiting or quarantined in chunks/
+            if index in held:
+                held_lines += len(chunk_lines)
+                if index not in reject_keys:
+                    problems.append(f"chunk {index}: quarantined without a rejects file")
+                else:
+                    problems += _check_rejects(index, chunk_lines,
+                                               _rejects(store, reject_keys[index]))
             continue
         part = _part_lines(store, parts[index])
         rejects = _rejects(store, reject_keys[index]) if index in reject_keys else []
@@ -184,6 +205,7 @@ def account(store: Store, *, complete: bool = False, allow_pending: bool = False
     return LineAccount(source_lines=len(source), unconsumed_lines=unconsumed,
                        chunks=len(chunk_bytes), parquet_rows=rows, rejected_lines=rejected,
                        pending_chunks=pending, quarantined_sources=quarantined,
+                       quarantined_chunks=held, quarantined_lines=held_lines,
                        lost=lost, duplicated=duplicated,
                        problems=tuple(problems))
 

@@ -19,6 +19,9 @@ import pytest
 
 from ctr import chunking, criteo, ingest, layout, synth
 from ctr.schema import PARQUET_SCHEMA
+from ctr_infra import localcloud
+from ctr_infra.cli import main
+from ctr_infra.invariants import account
 from tests.cloud import LambdaError
 from tests.invariants import MALFORMED
 
@@ -73,7 +76,7 @@ def _lines_in_parquet_and_rejects(cloud: Any) -> tuple[list[bytes], list[bytes]]
         if table.num_rows:
             parquet += criteo.table_to_tsv(table).split(b"\n")[:-1]
     rejects: list[bytes] = []
-    for key in cloud.store.list_keys(layout.REJECTS_PREFIX):
+    for key in filter(layout.is_chunk_rejects_key, cloud.store.list_keys(layout.REJECTS_PREFIX)):
         body = cloud.store.get(key).body
         rejects += [criteo.Reject.from_bytes(line).text for line in body[:-1].split(b"\n")]
     return parquet, rejects
@@ -174,15 +177,27 @@ def test_killed_between_chunk_write_and_cursor_update_then_retried(cloud, tmp_pa
     assert b"".join(_chunks(cloud)) == data                   # no duplicate, no gap
 
 
-def test_too_many_rejects_fail_the_aggregate_step_with_data_error(cloud, tmp_path):
+def test_too_many_rejects_quarantine_the_chunk_and_a_person_releases_it(
+        cloud, tmp_path, capsys):
+    """Issue 15: a chunk over MaxRejectShare used to fail every later execution; it is
+    quarantined (marker, rejects, lines kept), the step succeeds, and `ctr data release`
+    converts it with a threshold a person chose."""
     cloud.reset_data()
     good = _source(tmp_path, 100, seed=25)
     _ingest(cloud, tmp_path, good + b"garbage\n" * 20)
     _chunk_until_exhausted(cloud, chunk_lines=1000)
-    with pytest.raises(LambdaError) as caught:
-        cloud.invoke("AggregateFunction", {"action": "aggregate", "max_reject_share": 0.05})
-    assert caught.value.error_type == "DataError"
+    held = cloud.invoke("AggregateFunction", {"action": "aggregate", "max_reject_share": 0.05})
+    assert held["quarantined"] == [0] and held["converted"] == []
     assert cloud.store.exists(layout.rejects_key(0))
+    assert cloud.store.exists(layout.quarantined_chunk_key(0))
     assert not cloud.store.exists(layout.parquet_key(0))
-    ok = cloud.invoke("AggregateFunction", {"action": "aggregate", "max_reject_share": 0.5})
-    assert ok["converted"] == [0] and ok["rows_rejected"] == 20
+    assert cloud.invoke("AggregateFunction", {"action": "plan"})["pending_count"] == 0
+    assert account(cloud.store).quarantined_lines == 120          # nothing lost
+    with localcloud.aws_env_applied(cloud.cfg):
+        argv = ["data", "release", "0", "--max-reject-share", "0.5",
+                "--bucket", cloud.bucket, "--endpoint-url", cloud.cfg.endpoint_url]
+        assert main(argv) == 0
+    assert "chunk 0: released, 100 rows" in capsys.readouterr().out
+    parquet, rejects = _lines_in_parquet_and_rejects(cloud)
+    assert len(parquet) == 100 and rejects == [b"garbage"] * 20
+    assert account(cloud.store).ok

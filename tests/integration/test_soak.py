@@ -25,6 +25,7 @@ def test_a_short_soak_passes_every_check(tmp_path: Path) -> None:
     checks = rep["checks"]
     assert rep["fed"]["files"] >= 4 and checks["lines"]["fed_lines"] > 0
     assert len(checks["lines"]["quarantined"]) == 2                  # the corrupt and truncated .gz
+    assert checks["lines"]["quarantined_chunks"]                    # the 10%-malformed file
     assert checks["executions"]["executions"] >= 3 and rep["faults"]
     assert checks["predict"]["requests"] > 50
     assert {"localstack", "mlflow"} <= set(checks["memory"]["series"])

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctr import aggregate, chunking, criteo, layout, synth
-from ctr.errors import DataError, ValidationError
+from ctr.errors import ValidationError
 from ctr.schema import PARQUET_SCHEMA
 from ctr.steps import AggregateEvent, parse_event
 from ctr.storage import Store
@@ -58,7 +58,7 @@ def _parquet_lines(store: Store) -> list[bytes]:
 
 def _rejects(store: Store) -> list[tuple[int, criteo.Reject]]:
     out = []
-    for key in store.list_keys(layout.REJECTS_PREFIX):
+    for key in filter(layout.is_chunk_rejects_key, store.list_keys(layout.REJECTS_PREFIX)):
         body = store.get(key).body
         assert body.endswith(b"\n")
         out += [(layout.index_of(key), criteo.Reject.from_bytes(line))
@@ -83,7 +83,7 @@ def test_every_line_ends_in_parquet_or_rejects_exactly_once() -> None:
     assert result.rows_out == len(parquet) == 900
     assert result.rows_rejected == len(BAD)
     assert result.converted == list(range(-(-len(source) // 200)))
-    assert result.failed == [] and result.skipped == []
+    assert result.quarantined == [] and result.skipped == []
     # each reject names its line inside its chunk and why
     for index, reject in rejects:
         chunk_lines = store.get(layout.chunk_key(index)).body.split(b"\n")
@@ -132,23 +132,39 @@ def test_crash_between_rejects_and_parquet_is_repaired_by_the_next_run(
         Counter(_source_lines(_source_with_bad_lines()))
 
 
-def test_too_many_rejects_fails_that_chunk_only() -> None:
+def test_too_many_rejects_quarantine_that_chunk_and_the_others_go_on() -> None:
     good = _valid(200)
     data = b"\n".join(good[:100]) + b"\n" + b"\n".join([b"garbage"] * 30) + b"\n" + \
         b"\n".join(good[100:]) + b"\n"
     store = _store_with_chunks(data, 100)                       # chunk 1 is 30% garbage
-    with pytest.raises(DataError) as caught:
-        aggregate.aggregate(store, max_reject_share=0.1)
-    assert caught.value.details["failed"] == [1]
-    assert "rejects/chunk_000001.txt" in caught.value.message
+    summary = aggregate.aggregate(store, max_reject_share=0.1)
+    assert summary.quarantined == [1] and summary.converted == [0, 2]
     assert not store.exists(layout.parquet_key(1))
     assert store.exists(layout.rejects_key(1))                   # kept for inspection
-    assert aggregate.plan(store).pending == [1]                  # still pending
-    summary = aggregate.aggregate(store, max_reject_share=0.1, raise_on_failure=False)
-    assert summary.failed == [1] and summary.converted == []
-    with pytest.raises(DataError):
-        aggregate.raise_for_failures(summary)
-    assert aggregate.aggregate(store, max_reject_share=0.5).converted == [1]
+    assert store.get(layout.chunk_key(1)).body.count(b"garbage") == 30   # nothing lost
+    marker = aggregate.load_quarantine(store, 1)
+    assert marker is not None and marker.rows_in == 100 and marker.rows_rejected == 30
+    assert marker.max_reject_share == 0.1 and "30 of 100 lines rejected" in marker.reason
+    assert aggregate.plan(store).pending == []                   # no longer pending
+    again = aggregate.aggregate(store, [1], max_reject_share=0.1)  # a Map child naming it
+    assert again.chunks[0].status == "skipped" and again.chunks[0].quarantined is True
+    assert aggregate.load_quarantine(store, 1) == marker         # create-only: unchanged
+
+
+def test_a_quarantined_chunk_is_released_with_a_higher_threshold() -> None:
+    good = _valid(200)
+    data = b"\n".join(good[:100]) + b"\n" + b"\n".join([b"garbage"] * 30) + b"\n" + \
+        b"\n".join(good[100:]) + b"\n"
+    store = _store_with_chunks(data, 100)
+    aggregate.aggregate(store, max_reject_share=0.1)
+    still = aggregate.aggregate(store, [1], max_reject_share=0.2, include_quarantined=True)
+    assert still.quarantined == [1] and not store.exists(layout.parquet_key(1))
+    released = aggregate.aggregate(store, [1], max_reject_share=0.5, include_quarantined=True)
+    assert released.converted == [1] and released.rows_rejected == 30
+    assert released.rows_out == 70 and store.exists(layout.parquet_key(1))
+    assert aggregate.plan(store).pending == []
+    assert Counter(_parquet_lines(store)) + Counter(r.text for _, r in _rejects(store)) == \
+        Counter(_source_lines(data))
 
 
 @pytest.mark.parametrize(("event", "expected"), [
@@ -196,15 +212,16 @@ def test_results_are_the_json_the_state_machine_and_tests_read() -> None:
     store = _store_with_chunks(data, 100)                       # chunk 1 is 30% garbage
     aggregate.aggregate(store, [0])
     assert aggregate.plan(store).to_payload() == {"pending": [1, 2], "pending_count": 2}
-    payload = aggregate.aggregate(store, [0, 1, 2], max_reject_share=0.1,
-                                  raise_on_failure=False).to_payload()
-    assert set(payload) == {"converted", "skipped", "failed", "rows_in", "rows_out",
+    payload = aggregate.aggregate(store, [0, 1, 2], max_reject_share=0.1).to_payload()
+    assert set(payload) == {"converted", "skipped", "quarantined", "rows_in", "rows_out",
                             "rows_rejected", "bytes", "seconds", "bytes_per_second", "chunks"}
-    assert (payload["converted"], payload["skipped"], payload["failed"]) == ([2], [0], [1])
-    skipped, failed, converted = payload["chunks"]
+    assert (payload["converted"], payload["skipped"], payload["quarantined"]) == ([2], [0], [1])
+    skipped, held, converted = payload["chunks"]
     assert skipped == {"index": 0, "status": "skipped", "key": layout.parquet_key(0)}
     parsed = {"index", "key", "rows_in", "rows_out", "rows_rejected", "reject_share", "bytes",
               "careful_parse", "status", "seconds", "bytes_per_second"}
-    assert set(failed) == parsed | {"rejects_key", "reason"}
-    assert failed["rejects_key"] == layout.rejects_key(1) and failed["status"] == "failed"
+    assert set(held) == parsed | {"rejects_key", "reason", "quarantine_key"}
+    assert held["rejects_key"] == layout.rejects_key(1) and held["status"] == "quarantined"
+    assert held["quarantine_key"] == layout.quarantined_chunk_key(1)
+    assert aggregate.plan(store).to_payload() == {"pending": [], "pending_count": 0}
     assert set(converted) == parsed and converted["status"] == "converted"

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from ctr import aggregate, chunking, criteo, ingest, layout, synth
+from ctr import aggregate, chunking, criteo, data_status, ingest, layout, synth
 from ctr.errors import DataError
 from ctr.schema import FEATURE_COLUMNS, PARQUET_SCHEMA
 from ctr.steps import AggregateResult, ChunkCut
@@ -86,7 +86,8 @@ class Outcome:
 
     def rejects(self) -> list[tuple[int, criteo.Reject]]:
         out = []
-        for key in sorted(self.store.list_keys(layout.REJECTS_PREFIX)):
+        for key in sorted(filter(layout.is_chunk_rejects_key,
+                                 self.store.list_keys(layout.REJECTS_PREFIX))):
             body = self.store.get(key).body
             assert body.endswith(b"\n"), key
             out += [(layout.index_of(key), criteo.Reject.from_bytes(line))
@@ -132,7 +133,7 @@ def assert_accounted(out: Outcome, expected_rejects: list[tuple[bytes, str]]) ->
     assert out.summary.rows_in == len(lines)
     assert out.summary.rows_out == len(parquet)
     assert out.summary.rows_rejected == len(rejects) == len(expected_rejects)
-    assert out.summary.failed == []
+    assert out.summary.quarantined == []
     assert sorted(r.text for _, r in rejects) == sorted(text for text, _ in expected_rejects)
     reason_of = {r.text: r.reason for _, r in rejects}
     for text, fragment in expected_rejects:
@@ -286,20 +287,25 @@ def test_unusual_but_valid_integers_keep_their_value(tmp_path):
     assert table.column("label").to_pylist()[-1] == 1
 
 
-def test_a_file_of_garbage_fails_its_chunk_with_a_clear_error_and_keeps_it(tmp_path):
+def test_a_file_of_garbage_is_quarantined_with_a_clear_reason_and_kept(tmp_path):
     data = _block([BLOB] * 30 + GOOD[:10])
     store = Store(MemoryS3(), "bucket")
     store.put("raw/corpus/garbage.txt", data)
     assert chunking.cut_chunk(store, 1000).lines == 40
 
-    with pytest.raises(DataError) as caught:
-        aggregate.aggregate(store)                           # default MaxRejectShare 5%
+    summary = aggregate.aggregate(store)                     # default MaxRejectShare 5%
 
-    assert "30 of 40 lines rejected" in caught.value.message
-    assert "rejects/chunk_000000.txt" in caught.value.message
+    assert summary.quarantined == [0] and summary.converted == []
+    marker = aggregate.load_quarantine(store, 0)
+    assert marker is not None and "30 of 40 lines rejected" in marker.reason
+    assert marker.rejects_key == "rejects/chunk_000000.txt"
     assert not store.exists(layout.parquet_key(0))           # no partial part
     assert store.get(layout.chunk_key(0)).body == data       # the lines are still there
     assert store.get(layout.rejects_key(0)).body.count(b"\n") == 30
+    doc = data_status.status(store)
+    assert [q["index"] for q in doc["chunks_quarantined"]] == [0]
+    assert doc["chunks_pending"] == []
+    assert any("1 chunk(s) quarantined" in line for line in data_status.format_status(doc))
 
 
 @pytest.mark.parametrize(("name", "blob", "message"), [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ctr import chunking, layout
-from ctr.errors import DataError, ValidationError
+from ctr.errors import ValidationError
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
 from tests.unit.conftest import FakeLambdaContext
@@ -86,11 +86,15 @@ def test_aggregate_handler_plan_convert_and_failure(
     result = app.lambda_handler({"action": "aggregate", "key": layout.chunk_key(0)}, lambda_context)
     assert result["converted"] == [0] and result["rows_out"] == 10
     capsys.readouterr()
-    with pytest.raises(DataError):
-        app.lambda_handler({"action": "aggregate"}, lambda_context)
-    metrics = _metrics(capsys.readouterr().out)
-    assert metrics["RowsRejected"] == 0                     # failed chunks are not counted
-    ok = app.lambda_handler({"max_reject_share": 0.6}, lambda_context)
+    held = app.lambda_handler({"action": "aggregate"}, lambda_context)
+    assert held["quarantined"] == [1] and held["converted"] == []
+    out = capsys.readouterr().out
+    metrics = _metrics(out)
+    assert metrics["RowsRejected"] == 0                     # quarantined chunks are not counted
+    assert metrics["ChunksQuarantined"] == 1
+    assert app.lambda_handler({"action": "plan"}, lambda_context)["pending_count"] == 0
+    ok = app.lambda_handler({"max_reject_share": 0.6, "indices": [1],
+                             "include_quarantined": True}, lambda_context)
     assert ok["converted"] == [1] and ok["rows_rejected"] == 5
     assert _metrics(capsys.readouterr().out)["RowsRejected"] == 5
 

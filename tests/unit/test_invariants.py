@@ -110,3 +110,27 @@ def test_pending_chunks_and_uncut_lines_are_problems_unless_allowed(data):
     assert partial.unconsumed_lines == 410 - 2 * CHUNK
     assert account(store, allow_pending=True).ok          # a consistent prefix
     assert not account(store, allow_pending=True, complete=True).ok
+
+
+def test_a_quarantined_chunk_keeps_its_lines_and_balances():
+    clean = source_with_rejects(240, seed=5, bad_every=10**9)    # two clean chunks
+    heavy = source_with_rejects(200, seed=6, bad_every=9)         # then 10% malformed
+    store = _pipeline(clean + heavy)
+    held = sorted(aggregate.quarantined(store))
+    assert held == [2, 3], "the chunks above MaxRejectShare should be quarantined"
+    result = assert_lines_intact(store, complete=True)
+    assert result.quarantined_chunks == (2, 3) and result.pending_chunks == ()
+    assert result.quarantined_lines == len(heavy.split(b"\n")) - 1
+    assert (result.parquet_rows, result.rejected_lines) == (240, 0)
+    assert result.source_lines == result.parquet_rows + result.quarantined_lines
+
+
+def test_a_quarantined_chunk_whose_rejects_do_not_match_is_a_problem():
+    store = _pipeline(source_with_rejects(200, seed=6, bad_every=9))
+    index = min(aggregate.quarantined(store))
+    first, rest = store.get(layout.rejects_key(index)).body.split(b"\n", 1)
+    number, tail = first.split(b"\t", 1)
+    store.put(layout.rejects_key(index), str(int(number) + 1).encode() + b"\t" + tail
+              + b"\n" + rest)
+    assert any(f"chunk {index}: reject for line" in p
+               for p in account(store, complete=True).problems)

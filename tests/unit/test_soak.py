@@ -42,6 +42,23 @@ def test_feeder_files_are_what_it_records_and_broken_ones_are_quarantined() -> N
         f.key for f in feeder.fed if f.must_quarantine)
 
 
+def test_a_heavy_feeder_file_is_quarantined_by_chunk_and_the_rest_goes_on() -> None:
+    from ctr import aggregate
+
+    store = Store(MemoryS3(), "bucket")
+    feeder = Feeder(store, seed=4, max_lines=3000)
+    clean = feeder.drop(time.time(), kind="plain", lines=900, heavy=False)
+    heavy = feeder.drop(time.time(), kind="gzip", lines=2000, heavy=True)
+    assert clean.malformed <= 900 // 97 and heavy.malformed >= 180     # ~1% vs 10%
+    while chunking.cut_chunk(store, 1000).status != "exhausted":
+        pass
+    summary = aggregate.aggregate(store)
+    assert summary.quarantined == [1, 2] and summary.converted == [0]
+    acc = account(store, complete=True)
+    assert acc.ok, acc.problems
+    assert acc.quarantined_lines == heavy.lines and acc.source_lines == feeder.expected_lines()
+
+
 def _ex(name: str, status: str, start: float, stop: float) -> dict:
     return {"name": name, "status": status, "start": start, "stop": stop}
 

@@ -1,5 +1,5 @@
-"""`ctr data synth | put | status | bench`: synthetic data, ingestion into raw/, where the
-data stands, data-plane benchmark.
+"""`ctr data synth | put | status | release | bench`: synthetic data, ingestion into raw/,
+where the data stands, releasing a quarantined chunk, data-plane benchmark.
 
 The bucket is --bucket, else $CTR_BUCKET, else the running local cloud's bucket (with
 its endpoint and test credentials); the endpoint is --endpoint-url, else whatever boto3
@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_store_arguments(p)
     p.add_argument("--json", action="store_true", help="print the document as JSON")
     p.set_defaults(func=cmd_status)
+
+    p = data_sub.add_parser(
+        "release", help="convert a quarantined chunk (too many malformed lines) after all: "
+                        "its good lines become a Parquet part, the bad ones stay in rejects/")
+    p.add_argument("index", type=int, nargs="+", help="chunk index(es), see `ctr data status`")
+    p.add_argument("--max-reject-share", type=float, required=True,
+                   help="the share of malformed lines to accept for these chunks (0..1)")
+    _add_store_arguments(p)
+    p.set_defaults(func=cmd_release)
 
     p = data_sub.add_parser("bench", help="chunk/aggregate throughput vs plain parsing")
     p.add_argument("--chunk-lines", type=int, default=200_000)
@@ -119,6 +128,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     doc = data_status.status(resolve_store(args))
     print(json.dumps(doc, indent=2) if args.json else "\n".join(data_status.format_status(doc)))
     return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """In-process, on the bucket (as `put`): the same `ctr.aggregate` code the function
+    runs, with `include_quarantined` and the threshold a person chose."""
+    from ctr import aggregate
+
+    if not 0.0 <= args.max_reject_share <= 1.0:
+        raise ConfigError(f"--max-reject-share must be within 0..1, got {args.max_reject_share}")
+    store = resolve_store(args)
+    held = aggregate.quarantined(store)
+    if unknown := sorted(set(args.index) - held):
+        raise ConfigError(f"chunk(s) {unknown} are not quarantined (see `ctr data status`)")
+    result = aggregate.aggregate(store, args.index, args.max_reject_share,
+                                 include_quarantined=True)
+    for chunk in result.chunks:
+        if chunk.status == "converted":
+            print(f"chunk {chunk.index}: released, {chunk.rows_out:,} rows to {chunk.key}, "
+                  f"{chunk.rows_rejected:,} lines stay in rejects/")
+        elif chunk.status == "quarantined":
+            print(f"chunk {chunk.index}: still quarantined: {chunk.reason}")
+        else:
+            print(f"chunk {chunk.index}: already has its part ({chunk.key})")
+    return 1 if result.quarantined else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

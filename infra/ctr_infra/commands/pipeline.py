@@ -207,14 +207,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _print_quarantined(cfg: CloudConfig, outputs: dict[str, str]) -> None:
-    """Quarantined raw sources, so a stuck-looking pipeline says why (ctr data status)."""
-    from ctr import chunking
+    """Quarantined raw sources and chunks, so a stuck-looking pipeline says why (ctr data
+    status)."""
+    from ctr import aggregate, chunking, layout
     from ctr.storage import Store
 
     store = Store(localcloud.boto3_client(cfg, "s3"), outputs["BucketName"])
     for q in chunking.load_cursor(store)[0].quarantined:
         print(f"quarantined source: {q.raw_key}: {q.reason} "
               f"({q.lines:,} lines cut before; `ctr data status`)")
+    for index in sorted(aggregate.quarantined(store)):
+        marker = aggregate.load_quarantine(store, index)
+        if marker is not None and not store.exists(layout.parquet_key(index)):
+            print(f"quarantined chunk {index}: {marker.reason} (`ctr data status`, "
+                  f"`ctr data release {index} --max-reject-share X`)")
 
 
 def bootstrap_first_model(cfg: CloudConfig, outputs: dict[str, str]) -> None:

@@ -43,12 +43,14 @@ class Fed:
 
 class Feeder:
     def __init__(self, store: Store, seed: int, max_lines: int = 1_000_000,
-                 broken_share: float = 0.06, malformed_share: float = 0.3) -> None:
+                 broken_share: float = 0.06, malformed_share: float = 0.3,
+                 heavy_share: float = 0.04) -> None:
         self.store = store
         self.rng = random.Random(seed)
         self.max_lines = max_lines
         self.broken_share = broken_share
         self.malformed_share = malformed_share
+        self.heavy_share = heavy_share
         self.fed: list[Fed] = []
         self._row = 0          # rows of the synthetic stream used so far (distinct data)
 
@@ -58,17 +60,23 @@ class Feeder:
         low, high = min(low, self.max_lines), min(high, self.max_lines)
         return self.rng.randint(low, high)
 
-    def drop(self, now: float, kind: str | None = None, lines: int | None = None) -> Fed:
-        """Make one file and upload it under raw/soak/ (keys sort in arrival order)."""
+    def drop(self, now: float, kind: str | None = None, lines: int | None = None,
+             heavy: bool | None = None) -> Fed:
+        """Make one file and upload it under raw/soak/ (keys sort in arrival order).
+        `heavy`: 10% malformed lines (None: at random, `heavy_share`)."""
         n = lines if lines is not None else self.size()
         if kind is None:
             r = self.rng.random()
             kind = ("corrupt-gz" if r < self.broken_share / 2 else
                     "truncated-gz" if r < self.broken_share else
                     "gzip" if r < 0.5 + self.broken_share / 2 else "plain")
-        # at most ~1% malformed: a chunk above MaxRejectShare (5%) fails as a whole
-        bad_every = (self.rng.choice((97, 499, 1009))
-                     if self.rng.random() < self.malformed_share else 10**9)
+        # mostly at most ~1% malformed; now and then 10% (`heavy_share`), so that the
+        # chunks holding such a file go over MaxRejectShare (5%) and are quarantined
+        r = self.rng.random()
+        if heavy is not None:
+            r = 0.0 if heavy else max(r, self.heavy_share)
+        bad_every = (9 if r < self.heavy_share else
+                     self.rng.choice((97, 499, 1009)) if r < self.malformed_share else 10**9)
         # n lines in all: valid ones plus one malformed after every `bad_every` valid
         valid = max(1, n - n // (bad_every + 1)) if n > 1 else 1
         data = source_with_rejects(valid, seed=self.rng.randrange(2**31), bad_every=bad_every,

@@ -124,11 +124,14 @@ class Soak:
 
     # --- feeder ----------------------------------------------------------------------
     def _feed(self) -> None:
-        # the 2nd and 4th files are a corrupt and a truncated .gz, so even a short soak
-        # proves quarantine; later ones are the feeder's random mix
+        # the 2nd and 4th files are a corrupt and a truncated .gz, the 3rd has 10%
+        # malformed lines (its chunks go over MaxRejectShare), so even a short soak
+        # proves both quarantines; later ones are the feeder's random mix
         forced = {1: "corrupt-gz", 3: "truncated-gz"}
         while not self.stop.is_set():
-            fed = self.feeder.drop(_now(), kind=forced.get(len(self.feeder.fed)))
+            n = len(self.feeder.fed)
+            fed = self.feeder.drop(_now(), kind=forced.get(n), lines=2_000 if n == 2 else None,
+                                   heavy=True if n == 2 else None)
             self.echo(f"  feed  {fed.key} ({fed.lines:,} lines, {fed.malformed} malformed)")
             self.stop.wait(self.rng.uniform(*self.feed_every_s))
 
@@ -340,7 +343,8 @@ class Soak:
             problems.append(f"quarantined {quarantined}, expected exactly {must}")
         return {"ok": not problems, "summary": acc.summary(), "fed_lines": expected,
                 "parquet_rows": acc.parquet_rows, "rejected_lines": acc.rejected_lines,
-                "quarantined": quarantined, "problems": problems}
+                "quarantined": quarantined, "quarantined_chunks": list(acc.quarantined_chunks),
+                "quarantined_chunk_lines": acc.quarantined_lines, "problems": problems}
 
     def _check_quiescence(self) -> dict[str, Any]:
         from ctr import guard
@@ -576,9 +580,11 @@ def format_report(rep: dict[str, Any]) -> list[str]:
         f"load {rep['load_avg']}",
         f"{mark(li['ok'])} lines       fed {rep['fed']['files']} files "
         f"({rep['fed']['by_kind']}), {li['fed_lines']:,} readable lines = "
-        f"{li['parquet_rows']:,} rows + {li['rejected_lines']:,} rejects; quarantined "
-        f"{len(li['quarantined'])}" + ("; " + "; ".join(li["problems"][:5]) if li["problems"]
-                                      else ""),
+        f"{li['parquet_rows']:,} rows + {li['rejected_lines']:,} rejects + "
+        f"{li.get('quarantined_chunk_lines', 0):,} in "
+        f"{len(li.get('quarantined_chunks', []))} quarantined chunks; quarantined sources "
+        f"{len(li['quarantined'])}"
+        + ("; " + "; ".join(li["problems"][:5]) if li["problems"] else ""),
         f"{mark(ex['ok'])} executions  {ex['executions']} ({ex['succeeded']} succeeded, "
         f"{ex['failed']} failed, {ex['unexplained']} unexplained, "
         f"{ex['not_followed_by_success']} not followed by a success within two ticks)",

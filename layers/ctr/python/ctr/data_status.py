@@ -2,14 +2,15 @@
 
 Read from the bucket only: every raw object with its state (consumed, being consumed
 with the byte offset, quarantined with the reason, waiting), the chunks still waiting
-for aggregation, the Parquet parts and the rejected lines.
+for aggregation, the quarantined chunks (too many malformed lines) with their reason,
+the Parquet parts and the rejected lines.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ctr import chunking, layout
+from ctr import aggregate, chunking, layout
 from ctr.storage import Store
 
 
@@ -46,14 +47,20 @@ def status(store: Store) -> dict[str, Any]:
         sources.append(entry)
     chunks = [layout.index_of(k) for k in _keys(store, layout.CHUNKS_PREFIX)]
     parts = {layout.index_of(k) for k in _keys(store, layout.PARQUET_PREFIX)}
-    reject_keys = _keys(store, layout.REJECTS_PREFIX)
+    reject_keys = [k for k in _keys(store, layout.REJECTS_PREFIX) if layout.is_chunk_rejects_key(k)]
     rejected = sum(store.get(k).body.count(b"\n") for k in reject_keys)
+    held = []
+    for index in sorted(aggregate.quarantined(store) - parts):     # released ones have a part
+        marker = aggregate.load_quarantine(store, index)
+        if marker is not None:
+            held.append(marker.model_dump(mode="json"))
     return {
         "sources": sources,
         "cursor": {"next_chunk": cursor.next_chunk, "lines": cursor.lines,
                    "bytes": cursor.bytes, "updated_at": cursor.updated_at},
         "chunks": len(chunks),
-        "chunks_pending": sorted(set(chunks) - parts),
+        "chunks_pending": sorted(set(chunks) - parts - {q["index"] for q in held}),
+        "chunks_quarantined": held,
         "parts": len(parts),
         "reject_files": len(reject_keys),
         "rejected_lines": rejected,
@@ -85,7 +92,14 @@ def format_status(doc: dict[str, Any]) -> list[str]:
         f"parts       {doc['parts']} Parquet parts",
         f"rejects     {doc['rejected_lines']:,} lines in {doc['reject_files']} files",
     ]
+    for q in doc["chunks_quarantined"]:
+        lines.append(f"quarantined chunk {q['index']} {q['at']}: {q['reason']}; lines kept in "
+                     f"{q['chunk_key']}, bad ones with reasons in {q['rejects_key']}")
     if doc["quarantined"]:
         lines.append(f"attention   {doc['quarantined']} source(s) quarantined: replace them "
                      "under a new key (the rest of the data goes on)")
+    if doc["chunks_quarantined"]:
+        lines.append(f"attention   {len(doc['chunks_quarantined'])} chunk(s) quarantined (too "
+                     "many malformed lines; the rest of the data goes on): fix the source, or "
+                     "`ctr data release INDEX --max-reject-share X` to keep their good lines")
     return lines

@@ -26,6 +26,22 @@ def rejects_key(index: int) -> str:
     return f"{REJECTS_PREFIX}chunk_{index:06d}.txt"
 
 
+# A chunk with more than MaxRejectShare malformed lines is quarantined as a whole: its
+# lines stay in chunks/, its malformed ones in rejects/, and this marker (create-only
+# JSON, `ctr.steps.ChunkQuarantine`) takes it out of the pending set.
+QUARANTINED_CHUNKS_PREFIX = f"{REJECTS_PREFIX}quarantined/"
+
+
+def quarantined_chunk_key(index: int) -> str:
+    return f"{QUARANTINED_CHUNKS_PREFIX}chunk_{index:06d}.json"
+
+
+def is_chunk_rejects_key(key: str) -> bool:
+    """A `rejects_key` file (not a quarantine marker, not a folder)."""
+    return (key.startswith(REJECTS_PREFIX) and not key.startswith(QUARANTINED_CHUNKS_PREFIX)
+            and key.endswith(".txt"))
+
+
 def serving_prefix(version: int | str) -> str:
     return f"{SERVING_PREFIX}v{version}/"
 

@@ -200,12 +200,15 @@ class AggregateEvent(StepEvent):
     ...}, ...]} (S3 ItemReader + ItemBatcher), one Map item {"Key": "chunks/..."}, or
     {"key": "chunks/..."} (the state machine's Map task). The validator reads them all
     into `indices` (None: every pending chunk). `max_reject_share` overrides the
-    function's MAX_REJECT_SHARE for this run.
+    function's MAX_REJECT_SHARE for this run. A quarantined chunk (too many rejects
+    before) is left alone unless `include_quarantined` (`ctr data release`: convert it
+    again, usually with a higher `max_reject_share`).
     """
 
     action: Literal["plan", "aggregate"] = "aggregate"
     indices: list[int] | None = None
-    max_reject_share: float | None = None
+    max_reject_share: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] | None = None
+    include_quarantined: bool = False
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -228,25 +231,44 @@ class AggregateEvent(StepEvent):
 
 
 class PlanResult(StepModel):
-    """The chunks without a Parquet part, ascending; the state machine branches on the
-    count (none, a few inline, many fanned out)."""
+    """The chunks without a Parquet part and not quarantined, ascending; the state
+    machine branches on the count (none, a few inline, many fanned out)."""
 
     pending: list[int]
     pending_count: int
 
 
+class ChunkQuarantine(StepModel):
+    """The marker `layout.quarantined_chunk_key(index)` (create-only): the chunk had more
+    malformed lines than `max_reject_share` allows, so it has no Parquet part; its lines
+    are kept in `chunk_key`, the malformed ones with reasons in `rejects_key`."""
+
+    index: int
+    chunk_key: str
+    rejects_key: str
+    rows_in: int
+    rows_rejected: int
+    reject_share: float
+    max_reject_share: float
+    reason: str
+    at: str                              # UTC ISO time of the quarantine
+
+
 class ChunkSkipped(StepModel):
-    """The chunk's part already existed: nothing was read."""
+    """Nothing was read: the chunk's part already existed, or the chunk is quarantined
+    (`quarantined` true; `ctr data release` converts it again)."""
 
     index: int
     status: Literal["skipped"] = "skipped"
     key: str
+    quarantined: bool | None = _absent()
 
 
 class ChunkParsed(StepModel):
     """The chunk was read and parsed. `status`: "converted" (its part was written),
-    "skipped" (a concurrent run wrote the part first) or "failed" (too many rejects:
-    `reason`, no part). `rejects_key` is set when lines were rejected."""
+    "skipped" (a concurrent run wrote the part first) or "quarantined" (too many
+    rejects: `reason`, no part, a `ChunkQuarantine` marker at `quarantine_key`).
+    `rejects_key` is set when lines were rejected."""
 
     index: int
     key: str
@@ -257,8 +279,9 @@ class ChunkParsed(StepModel):
     bytes: int
     careful_parse: bool
     rejects_key: str | None = _absent()
-    status: Literal["converted", "skipped", "failed"]
+    status: Literal["converted", "skipped", "quarantined"]
     reason: str | None = _absent()
+    quarantine_key: str | None = _absent()
     seconds: float
     bytes_per_second: int | None
 
@@ -267,11 +290,12 @@ type ChunkConversion = ChunkParsed | ChunkSkipped
 
 
 class AggregateResult(StepModel):
-    """Indices by outcome, totals over the converted chunks, and each chunk's result."""
+    """Indices by outcome, totals over the converted chunks, and each chunk's result.
+    `quarantined`: the chunks this run quarantined (too many rejects)."""
 
     converted: list[int]
     skipped: list[int]
-    failed: list[int]
+    quarantined: list[int]
     rows_in: int
     rows_out: int
     rows_rejected: int
