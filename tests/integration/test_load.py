@@ -12,6 +12,8 @@ Two targets, because of what concurrency 32 costs on the local cloud (2 cores):
 * the same app (`ctr.serving.app`) under uvicorn on 127.0.0.1, reading the same bucket
   through the emulator's S3, as `ctr_infra.bench.serve.uvicorn_app` runs it: 10,000
   requests (measured: 60-154 requests/s, 1-3 minutes). Both tests print their figures.
+  In the suite they send 3,000 and 500 requests (UVICORN_REQUESTS, API_GATEWAY_REQUESTS:
+  environment variables set the measured sizes).
 
 Prediction logs (issue 14): both runs log every request (sample rate 1.0) through the
 stack's Firehose delivery stream (PredictionLogStream) into predictions/ of the bucket:
@@ -64,8 +66,11 @@ pytestmark = pytest.mark.slow
 
 MODEL_NAME = os.environ.get("MODEL_NAME", "criteo_ctr_model")
 CONCURRENCY = 32
-UVICORN_REQUESTS = 10_000
-API_GATEWAY_REQUESTS = 1_000
+# The suite's sizes (it must stay near 20 minutes on 2 cores); the measured runs quoted in
+# the README used 10,000 and 1,000: CTR_LOAD_UVICORN_REQUESTS=10000
+# CTR_LOAD_API_REQUESTS=1000 pytest tests/integration/test_load.py
+UVICORN_REQUESTS = int(os.environ.get("CTR_LOAD_UVICORN_REQUESTS", "3000"))
+API_GATEWAY_REQUESTS = int(os.environ.get("CTR_LOAD_API_REQUESTS", "500"))
 POINTER_TTL_S = 5.0
 SWITCH_GRACE_S = POINTER_TTL_S + 15.0   # TTL + loading the bundle on a busy machine
 API_GATEWAY_TIMEOUT_S = 29.0           # AWS answers 504 after this; the emulator does not

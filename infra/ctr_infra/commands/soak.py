@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(default: all of {', '.join(FAULT_KINDS)})")
     p.add_argument("--max-lines", type=int, default=1_000_000,
                    help="largest file the feeder drops (lines)")
+    p.add_argument("--feed-every", default="45,120", metavar="MIN,MAX",
+                   help="seconds between two files, drawn uniformly (default 45,120)")
     p.set_defaults(func=cmd_soak)
 
 
@@ -31,5 +33,10 @@ def cmd_soak(args: argparse.Namespace) -> int:
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         raise SystemExit(f"unknown fault kinds: {sorted(unknown)}")
-    rep = run_soak(args.minutes, args.seed, args.out, faults=kinds, max_lines=args.max_lines)
+    try:
+        low, high = (float(x) for x in args.feed_every.split(","))
+    except ValueError:
+        raise SystemExit(f"--feed-every wants MIN,MAX seconds, got {args.feed_every!r}") from None
+    rep = run_soak(args.minutes, args.seed, args.out, faults=kinds, max_lines=args.max_lines,
+                   feed_every_s=(low, high))
     return 0 if rep["ok"] else 1
