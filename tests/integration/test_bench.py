@@ -39,6 +39,7 @@ EXPECTED = {
        for n in (1, 100) for m in ("p50_ms", "p99_ms", "rps")},
     "serving.cold_start_s": True, "serving.process_start_s": False,
     **{f"serving.explain.{n}_rows.{m}": True for n in (1, 100) for m in ("p50_ms", "p99_ms")},
+    "batch.rows_per_min": True,
 }
 
 

@@ -35,6 +35,7 @@ class Plan:
     serve_http_rows: tuple[int, ...] | None = None
     serve_rounds: int | None = None
     cold_starts: int = 5
+    batch_rows: int = 2_000_000      # batch scoring input (bench section `batch`)
     warm_invokes: int = 30
     # The isolated-import check of `python -m ctr_infra.sizes` (sufficiency, not size):
     # 16 s on an idle machine, 4 minutes on a loaded one; off by default.
@@ -50,4 +51,5 @@ QUICK = replace(FULL, mode="quick", data_chunk_lines=2_000, data_repeats=2,
                 monitor_train_rows=20_000, pipeline_lines=20_000,
                 pipeline_timeout_s=600.0, serve_requests=200, serve_api_requests=40,
                 serve_http_rows=(1, 100), serve_rounds=1, cold_starts=2, warm_invokes=10,
+                batch_rows=60_000,
                 start_cloud_early=True)

@@ -16,6 +16,8 @@ Sections, in the order they run (each its own module in this package):
   time per state from the execution history.
 * **serving**: in-process, uvicorn, API Gateway -> Lambda and `mlflow models serve`
   under one load generator, and the predict function's cold start.
+* **batch**: batch scoring of a synthetic file by the scoring state machine, against
+  one core scoring the same lines in-process.
 
 A failing section is recorded with its error and the others still run; the cloud
 (`ctr_infra.bench.cloud`) is started only if a cloud section is chosen.
@@ -43,8 +45,8 @@ from ctr_infra.bench.report import SectionResult, json_safe
 from ctr_infra.localcloud import CloudConfig, CloudError
 
 SCHEMA = "ctr-bench/1"
-SECTIONS = ("sizes", "training", "data", "monitoring", "pipeline", "serving")
-CLOUD_SECTIONS = frozenset({"pipeline", "serving"})
+SECTIONS = ("sizes", "training", "data", "monitoring", "pipeline", "serving", "batch")
+CLOUD_SECTIONS = frozenset({"pipeline", "serving", "batch"})
 DEFAULT_OUTPUT_DIR = localcloud.REPO_ROOT / ".local" / "bench"
 
 
@@ -129,6 +131,11 @@ def run(plan: Plan = FULL, only: tuple[str, ...] = SECTIONS,
                     if name == "pipeline":
                         figures, raw = pipeline.section(plan, cloud, workdir, echo,
                                                         figures_so_far)
+                    elif name == "batch":
+                        from ctr_infra.bench import batch
+
+                        figures, raw = batch.section(plan, cloud, workdir, echo,
+                                                     prepare_model="pipeline" not in only)
                     else:
                         from ctr_infra.bench import serve
 
