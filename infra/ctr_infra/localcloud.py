@@ -272,7 +272,12 @@ def start_mlflow(cfg: CloudConfig, bucket: str, timeout_s: float = 120) -> int:
         db_dir = cfg.state_dir / "mlflow"
         db_dir.mkdir(parents=True, exist_ok=True)
         backend = os.environ.get("CTR_MLFLOW_BACKEND_URI", f"sqlite:///{db_dir / 'mlflow.db'}")
-        env = {**os.environ, **aws_env(cfg), "MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url}
+        env = {
+            # MLflow 3's job runner (a huey consumer per worker slot, each importing
+            # mlflow: ~1.4 GB and seconds of CPU at every start) serves GenAI jobs this
+            # project never submits; off unless the environment turns it on.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **os.environ, **aws_env(cfg), "MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url}
         argv = [str(mlflow), "server", "--host", LOCALHOST, "--port", str(cfg.mlflow_port),
                 # One worker: with more, uvicorn's supervisor kills workers that miss its
                 # health check while they import (35-50 s on a loaded 2-core machine), in
