@@ -79,6 +79,7 @@ SAGEMAKER_TRAINING_USD_PER_HOUR: dict[str, float] = {
     "ml.m5.12xlarge": 2.765, "ml.m5.24xlarge": 5.53,
 }
 HOURS_PER_MONTH = 730
+SCHEDULED_PER_MONTH = HOURS_PER_MONTH * 6        # rate(10 minutes)
 GB = 1e9
 FIREHOSE_RECORD_ROUNDING = 5 * 1024
 
@@ -460,6 +461,9 @@ def estimate(inputs: Inputs, asl: Mapping[str, Any]) -> dict[str, Any]:
         "scenarios": {name: {"quantities": asdict(c),
                              "usd": c.dollars(inputs.instance_type)}
                       for name, c in scenarios.items()},
+        "idle_month": {"executions": SCHEDULED_PER_MONTH,
+                       "usd": SCHEDULED_PER_MONTH
+                       * scenarios["idle_execution"].dollars(inputs.instance_type)["total"]},
         "storage": storage(inputs),
         "prediction_log_per_million_requests": prediction_log_per_million(),
     }

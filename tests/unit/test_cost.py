@@ -224,6 +224,8 @@ def test_cli_json_and_overrides(capsys, tmp_path):
     small = json.loads(run_cli(capsys, "--json", "--no-bench", "--lines", "2500000"))
     assert small["scenarios"]["backfill_sequential"]["quantities"]["executions"] == 3
     assert est["prices"]["as_of"] == cost.PRICES_AS_OF
+    idle_usd = est["scenarios"]["idle_execution"]["usd"]["total"]
+    assert est["idle_month"]["usd"] == pytest.approx(730 * 6 * idle_usd)
     text = run_cli(capsys, "--no-bench", "--backend", "sagemaker")
     assert "SageMaker ml.m5.4xlarge hours" in text and "us-east-1" in text
 

@@ -128,6 +128,8 @@ def to_text(est: dict[str, Any]) -> str:
         f"{st['raw_gzip_gb']:.1f}, decompressed copy {st['decompressed_copy_gb']:.1f}, "
         f"chunks {st['chunks_gb']:.1f}, Parquet {st['parquet_gb']:.1f}) = "
         f"{usd(st['usd_per_month'])}/month.",
+        f"A month of the 10-minute schedule with nothing new "
+        f"({est['idle_month']['executions']:,} executions): {usd(est['idle_month']['usd'])}.",
         f"Prediction log: {usd(plog['usd'])} of Firehose per 1M logged requests "
         f"({plog['billed_gb']:.1f} GB billed at 5 KB per record).",
     ]
