@@ -56,7 +56,9 @@ class Price:
 
 
 # us-east-1 on-demand list prices (AWS pricing pages for Lambda, Step Functions, S3,
-# CloudWatch, Data Firehose and SageMaker), as of PRICES_AS_OF; no free tier.
+# CloudWatch, Data Firehose and SageMaker), as written down on PRICES_AS_OF; no free
+# tier. Not fetched at run time: the Lambda duration tier was checked against a copy of
+# the pricing page that day, the others were not re-checked -- verify before budgeting.
 PRICES: dict[str, Price] = {
     "lambda_gb_s": Price("Lambda compute, x86, first 6 billion GB-s/month", "GB-second",
                          0.0000166667),
