@@ -337,3 +337,34 @@ def test_the_state_machine_starts_only_its_jobs_and_passes_only_the_job_role():
     rule = next(s for s in statements if s.get("Sid") == "SyncRule")
     assert evaluate(rule["Resource"]).endswith(
         ":rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule")
+
+
+# --------------------------------------------------------------------------- the emulator's parser
+
+PARSE = """
+import re, sys
+from localstack.services.stepfunctions.asl.parse.asl_parser import AmazonStateLanguageParser
+text = sys.stdin.read()
+text = re.sub(r"\\$\\{(\\w+)\\}", lambda m: "arn:aws:lambda:us-east-1:000000000000:function:f"
+              if m.group(1).endswith("Arn") else "14400", text)
+AmazonStateLanguageParser.parse(text)
+print("parsed")
+"""
+
+
+@pytest.mark.parametrize("text", [LAMBDA_TEXT, SAGEMAKER_TEXT, SAGEMAKER_TEXT.replace(
+    "States.Hash(", "States.Hash((")], ids=["lambda", "sagemaker", "broken"])
+def test_the_definitions_parse_with_the_step_functions_emulators_parser(text):
+    """Offline (no cloud): LocalStack's ASL parser, intrinsic functions included. It
+    cannot run the SageMaker task, but it can tell a malformed definition."""
+    import subprocess
+
+    from ctr_infra.localcloud import CloudConfig
+
+    python = CloudConfig().venv_bin("localstack", "python")
+    assert python.exists(), f"{python} is missing: `make venv` creates it"
+    proc = subprocess.run([str(python), "-c", PARSE], input=text, capture_output=True,
+                          text=True, timeout=300)
+    broken = "States.Hash((" in text
+    assert (proc.returncode == 0 and proc.stdout.strip() == "parsed") != broken, (
+        proc.stdout[-2000:], proc.stderr[-2000:])
