@@ -8,8 +8,9 @@ Inputs
   (the README's measured figures; the few small states it does not list are marked
   assumed). Chunk, aggregate and evaluate scale with the lines of the execution, train
   with the rows of its window (min(rows in the bucket, MaxTrainRows)); the rest is fixed.
-- Memory and ephemeral storage per function: template.yaml (Lambda bills the configured
-  size, not what was used).
+- Memory and ephemeral storage per function, and the defaults of ChunkLines,
+  MaxTrainRows and TrainInstanceType: template.yaml (Lambda bills the configured size,
+  not what was used).
 - Transitions: the states an execution enters, counted by walking the definition
   (statemachine/pipeline.asl.json, or pipeline.sagemaker.asl.json for the sagemaker
   backend) along the scenario's Choice branches; a Distributed Map adds its children's
@@ -288,8 +289,13 @@ def from_bench(results: Mapping[str, Any]) -> tuple[int, dict[str, float], str] 
 def load_inputs(root: Path, results_path: Path | None = None, **overrides: Any) -> Inputs:
     from ctr_infra.deploy import load_template
 
-    memory, ephemeral = template_sizes(load_template(root / "template.yaml"))
-    base = Inputs(memory_mb=memory, ephemeral_mb=ephemeral)
+    template = load_template(root / "template.yaml")
+    memory, ephemeral = template_sizes(template)
+    params = template.get("Parameters", {})
+    base = Inputs(memory_mb=memory, ephemeral_mb=ephemeral,
+                  chunk_lines=int(params["ChunkLines"]["Default"]),
+                  max_train_rows=int(params["MaxTrainRows"]["Default"]),
+                  instance_type=str(params["TrainInstanceType"]["Default"]))
     path = results_path or root / ".local" / "bench" / "results.json"
     if path.exists():
         found = from_bench(json.loads(path.read_text()))

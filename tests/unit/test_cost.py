@@ -198,6 +198,9 @@ def test_inputs_come_from_the_template_and_the_newest_bench(tmp_path):
     i = cost.load_inputs(ROOT, path)
     assert i.memory_mb["TrainFunction"] == 10240 and i.ephemeral_mb["TrainFunction"] == 4096
     assert i.memory_mb["GuardFunction"] == 256
+    params = load_template(ROOT / "template.yaml")["Parameters"]
+    assert i.chunk_lines == params["ChunkLines"]["Default"]
+    assert i.max_train_rows == params["MaxTrainRows"]["Default"]
     assert i.measured_lines == 500_000 and i.source.startswith("bench 2026-12-01")
     assert i.seconds["Train model"] == 60.0
     assert i.seconds["Aggregate one chunk"] == 3.0      # the inline aggregate's rate
