@@ -1,11 +1,16 @@
 """Train function: newest Parquet window -> MLflow run + registered version + gated
 promotion (ctr.registry.train_step). Event `ctr.steps.TrainEvent`, result
 `ctr.steps.TrainResult`.
+
+The same file is the entry point of a managed training job (TrainBackend=sagemaker):
+`python3 app.py train` runs the same `_train` under SageMaker's container contract
+(ctr.managed_train: event from the job's hyperparameters, result to S3).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import replace
 from typing import Any
@@ -19,7 +24,7 @@ os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matpl
 from aws_lambda_powertools.metrics import MetricUnit
 from mlflow import MlflowClient
 
-from ctr import faults
+from ctr import faults, managed_train
 from ctr.bundle import refresh_registry_snapshot
 from ctr.function import (
     FunctionSettings,
@@ -109,3 +114,16 @@ def _train(event: dict[str, Any] | None) -> dict[str, Any]:
     else:
         metrics.add_metric(name="TrainingSkipped", unit=MetricUnit.Count, value=1)
     return result.to_payload()
+
+
+def main(argv: list[str]) -> int:
+    """SageMaker runs the image with `train`: the same step as the Lambda, one run per
+    process; the metrics go to the job's log as one EMF document, as a Lambda's would."""
+    try:
+        return managed_train.run(argv, _train, store)
+    finally:
+        metrics.flush_metrics()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

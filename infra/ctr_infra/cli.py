@@ -13,7 +13,7 @@ import sys
 from ctr.errors import DomainError
 
 COMMAND_MODULES = ("cloud", "data", "model", "pipeline", "serve", "score", "bench",
-                   "monitor", "soak")
+                   "monitor", "soak", "cost")
 
 
 def build_parser() -> argparse.ArgumentParser:

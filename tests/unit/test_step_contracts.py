@@ -73,6 +73,14 @@ ERROR_OUTPUT = _obj("a Catch's error output", Error=STR, Cause=STR)
 ITEM_READERS = {"arn:aws:states:::s3:listObjectsV2": _obj(
     "an S3 ListObjectsV2 item", Key=STR, ETag=STR, LastModified=STR, Size=INT,
     StorageClass=STR)}
+# Task states that call no Lambda (TrainBackend=sagemaker's pipeline): what they return.
+# A GetObject's Body is the JSON of the step result model named after the key's prefix,
+# which States.StringToJson($.Body) turns back into that model.
+JOB_OUTPUT = _obj("a DescribeTrainingJob response (the .sync result)", TrainingJobName=STR,
+                  TrainingJobArn=STR, TrainingJobStatus=STR, SecondaryStatus=STR,
+                  BillableTimeInSeconds=INT, TrainingTimeInSeconds=INT)
+SERVICE_TASKS = {"arn:aws:states:::sagemaker:createTrainingJob.sync": JOB_OUTPUT}
+S3_JSON_OBJECTS = {layout.TRAIN_RESULTS_PREFIX: "TrainResult"}
 
 
 def lambda_invoke_output(payload: Schema) -> Schema:
@@ -320,6 +328,8 @@ class Walk:
                 leaves = [self.read(f"{where}.{key}", p, doc, context) for p in paths]
                 one = len(paths) == 1 and len(leaves[0]) == 1
                 props[key[:-2]] = leaves[0][0] if one else ANY
+                if one and value.startswith("States.StringToJson("):
+                    props[key[:-2]] = leaves[0][0].get("x-json", ANY)
             else:
                 props[key] = self.template(f"{where}.{key}", value, doc, context)
         return _obj(where, **props)
@@ -390,6 +400,10 @@ class Walk:
         kind = st["Type"]
         if kind == "Task":
             params = self.template(f"{name} Parameters", st.get("Parameters", {}), data, context)
+            if st["Resource"] in SERVICE_TASKS:
+                return SERVICE_TASKS[st["Resource"]]
+            if st["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject":
+                return self.s3_json_object(name, st)
             assert st["Resource"] == "arn:aws:states:::lambda:invoke", (
                 f"{name}: add the output schema of {st['Resource']} to this test")
             return lambda_invoke_output(self.lambda_result(name, st, params))
@@ -413,6 +427,14 @@ class Walk:
             ends = self.flow(st["ItemProcessor"], item, inner_context)
             return {"type": "array", "items": {"anyOf": list(ends.values())}}
         raise AssertionError(f"{name}: teach this test what a {kind} state outputs")
+
+    def s3_json_object(self, name: str, st: Mapping[str, Any]) -> Schema:
+        key = st["Parameters"].get("Key.$") or st["Parameters"].get("Key", "")
+        prefix = re.sub(r"^States\.Format\('", "", key)
+        model = next((m for p, m in S3_JSON_OBJECTS.items() if prefix.startswith(p)), None)
+        assert model, f"{name}: which step result is at {key!r}? (S3_JSON_OBJECTS)"
+        return _obj("an S3 GetObject response", ETag=STR, ContentType=STR, Body={
+            "type": "string", "x-json": json_schema(self.models[model], model)})
 
     def lambda_result(self, name: str, st: Mapping[str, Any], params: Schema) -> Schema:
         function, action = function_of(st)
@@ -573,6 +595,15 @@ MACHINES: dict[str, tuple[Schema, dict[str, str], dict[str, str], int]] = {
         "Train model": "TrainResult", "Reload serving model": "ReloadResult",
         "Release lease": "LeaseReleased", "Evaluate served model": "MonitorResult",
         "Publish rolled-back model": "ReloadResult"}, 25),
+    # TrainBackend=sagemaker (generated): "Train model" is a training job, and "Read
+    # training result" puts its TrainResult where the Lambda's goes.
+    "pipeline.sagemaker.asl.json": (EXECUTION_INPUT, OUTPUT_READS, {
+        "Acquire lease": "AcquireResult", "Sync serving model": "SyncResult",
+        "Chunk new lines": "ChunkResult", "Plan aggregation": "PlanResult",
+        "Aggregate to Parquet": "AggregateResult", "Aggregate one chunk": "AggregateResult",
+        "Reload serving model": "ReloadResult",
+        "Release lease": "LeaseReleased", "Evaluate served model": "MonitorResult",
+        "Publish rolled-back model": "ReloadResult"}, 25),
     "score.asl.json": (SCORE_INPUT, SCORE_OUTPUT_READS, {
         "Plan ranges": "ScorePlan", "Score one range": "ScoredRange",
         "Write manifest": "ScoreManifest"}, 20),
@@ -594,7 +625,8 @@ def test_every_path_the_state_machine_reads_exists_in_the_model_that_produces_it
 @pytest.mark.parametrize("machine", sorted(MACHINES))
 def test_each_lambda_task_gets_its_result_model_from_its_function_and_action(machine):
     asl = ASLS[machine]
-    tasks = {name: st for name, st in all_states(asl["States"]).items() if st["Type"] == "Task"}
+    tasks = {name: st for name, st in all_states(asl["States"]).items()
+             if st["Type"] == "Task" and st["Resource"] == "arn:aws:states:::lambda:invoke"}
     models = step_models()
     found = {name: result_model_name(models, *function_of(st)) for name, st in tasks.items()}
     assert found == MACHINES[machine][2]
@@ -820,3 +852,19 @@ def test_a_map_over_a_path_needs_an_array_there():
     assert over("$.chunk.value.status") == [
         "Each key ItemsPath: $.chunk.value.status[*]: no '*' in Status (its fields: none); "
         "$.chunk is set by 'Chunk'"]
+
+
+def test_the_training_jobs_result_must_come_back_where_the_lambdas_goes():
+    """TrainBackend=sagemaker: the states after training read $.train.value as a
+    TrainResult, which only the GetObject of the job's result object provides."""
+    asl = copy.deepcopy(ASLS["pipeline.sagemaker.asl.json"])
+    read = asl["States"]["Read training result"]
+    problems, _ = check_machine(asl, step_models(), OUTPUT_READS, EXECUTION_INPUT)
+    assert problems == []
+    read["ResultSelector"] = {"value.$": "$.Body"}          # the text, not the JSON in it
+    problems, _ = check_machine(asl, step_models(), OUTPUT_READS, EXECUTION_INPUT)
+    assert any("Promoted?" in p and "$.train.value.promoted" in p for p in problems), problems
+    read["ResultSelector"] = {"value.$": "States.StringToJson($.Body)"}
+    read["ResultPath"] = "$.train_result"                  # not where the Lambda's goes
+    problems, _ = check_machine(asl, step_models(), OUTPUT_READS, EXECUTION_INPUT)
+    assert any("$.train.value" in p for p in problems), problems

@@ -91,3 +91,15 @@ def score_rejects_key(run_prefix: str, index: int) -> str:
 
 def score_manifest_key(run_prefix: str) -> str:
     return f"{run_prefix}manifest.json"
+
+# Managed training (TrainBackend=sagemaker; ctr.managed_train): the job writes its
+# TrainResult here, create-only, and the state machine reads it back (GetObject), so the
+# states after training see what the train function would have returned. SageMaker
+# itself uploads the job's /opt/ml/model archive under TRAIN_JOBS_PREFIX.
+TRAIN_RESULTS_PREFIX = "train-results/"
+TRAIN_JOBS_PREFIX = "train-jobs/"
+
+
+def train_result_key(execution: str) -> str:
+    """The result of the managed training job of Step Functions execution `execution`."""
+    return f"{TRAIN_RESULTS_PREFIX}{execution}.json"
