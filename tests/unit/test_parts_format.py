@@ -103,6 +103,10 @@ def test_parse_part_fast_path_on_clean_data_and_crlf() -> None:
     assert crlf.rejects == [] and crlf.table.equals(result.table)
     empty = criteo.parse_part(b"")
     assert empty.lines == 0 and empty.table.schema.equals(PART_SCHEMA)
+    no_final_newline = criteo.parse_part(b"\n".join(valid[:5]))
+    assert no_final_newline.lines == 5 and no_final_newline.table.num_rows == 5
+    only_newlines = criteo.parse_part(b"\n\n\n")
+    assert [r.reason for r in only_newlines.rejects] == ["empty line"] * 3
 
 
 def test_the_fast_path_relies_only_on_what_arrow_integers_really_accept() -> None:
