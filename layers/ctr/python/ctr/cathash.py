@@ -10,64 +10,29 @@ the parser rejects them -- so nothing needs a rule for them here (tested).
 
 Conversions work on Arrow buffers with a few NumPy passes, no per-value Python:
 
-* `from_fixed8`: the CSV reader's `fixed_size_binary(8)` column (8 bytes per value,
-  contiguous) -> uint32, validating every byte in the same passes (SWAR on uint64
-  lanes: decode each byte to its nibble, re-encode it, compare).
+* `from_fixed8`: the CSV reader's `fixed_size_binary(8)` columns (8 bytes per value,
+  contiguous) -> uint32, validating every byte on the way (`binascii.unhexlify` and a
+  bit test for upper case).
 * `from_hex` / `to_hex`: string columns <-> uint32 (reading version-1 parts, formatting
   for TSV and for people).
 """
 
 from __future__ import annotations
 
+import binascii
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)
-_ONES = np.uint64(0x0101010101010101)
-_PAIRS = np.uint64(0x00FF00FF00FF00FF)
-_QUADS = np.uint64(0x0000FFFF0000FFFF)
 _ZEROS = np.uint64(0x3030303030303030)          # "00000000"
-_SIX = np.uint64(0x0606060606060606)
-# Rows per pass: the temporaries (a few uint64 arrays) stay in the CPU cache.
-_BLOCK = 1 << 15
+_BIT_20 = np.uint64(0x2020202020202020)
 
 # byte value -> its two lowercase hex characters, as one little-endian uint16
 _HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), dtype="<u2")
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10)
 _HEX_VALUE[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16)
-
-
-def _decode_block(x: np.ndarray, out: np.ndarray) -> bool:
-    """8 ASCII bytes per uint64 lane (first character in the lowest byte) -> `out`
-    (uint32); False when any byte is not one of `0-9a-f`. Overwrites `x`."""
-    tmp = np.right_shift(x, np.uint64(6))
-    tmp &= _ONES
-    tmp *= np.uint64(9)
-    nib = x & _LOW
-    nib += tmp                                  # '0'-'9' -> 0-9, 'a'-'f' -> 10-15
-    nib &= _LOW                                 # (other bytes: any nibble, caught below)
-    # Re-encode each nibble as its hex character: valid iff it gives back the input.
-    np.add(nib, _SIX, out=tmp)
-    tmp >>= np.uint64(4)
-    tmp &= _ONES                                # 1 where nibble >= 10
-    tmp *= np.uint64(0x27)                      # 'a' - '0' - 10
-    tmp += nib
-    tmp += _ZEROS
-    ok = bool(np.array_equal(tmp, x))
-    # Pack: byte i holds digit i (most significant first) -> one big-endian uint32.
-    np.right_shift(nib, np.uint64(8), out=tmp)
-    nib <<= np.uint64(4)
-    nib |= tmp
-    nib &= _PAIRS
-    np.right_shift(nib, np.uint64(8), out=tmp)
-    nib |= tmp
-    nib &= _QUADS
-    np.right_shift(nib, np.uint64(16), out=tmp)
-    nib |= tmp
-    out[:] = nib.astype(np.uint32).byteswap()
-    return ok
 
 
 def _lanes(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
@@ -84,8 +49,10 @@ def _missing(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
 
 def from_fixed8(columns: list[pa.ChunkedArray | pa.Array]) -> list[pa.Array] | None:
     """`fixed_size_binary(8)` columns of hex text -> uint32 columns (nulls kept), or None
-    when any non-null value is not 8 characters of `[0-9a-f]`. All columns go through
-    the same passes at once (one copy of their bytes, then blockwise in cache)."""
+    when any non-null value is not 8 characters of `[0-9a-f]`. All columns at once: one
+    copy of their bytes, nulls filled with "00000000", then `binascii.unhexlify` (C:
+    decodes, and refuses anything but `[0-9a-fA-F]`) and one bit test that refuses
+    upper case (every character of `[0-9a-f]` has bit 0x20 set, `A-F` have not)."""
     if not columns:
         return []
     lengths = [len(c) for c in columns]
@@ -94,12 +61,15 @@ def from_fixed8(columns: list[pa.ChunkedArray | pa.Array]) -> list[pa.Array] | N
     masks = [_missing(c) for c in columns]
     starts = np.r_[0, np.cumsum(lengths)]
     for start, mask in zip(starts[:-1], masks, strict=True):
-        if mask is not None:                  # a null's bytes are unspecified: make
-            np.putmask(x[start:start + mask.size], mask, _ZEROS)   # them valid ("0"s)
-    out = np.empty(x.size, dtype=np.uint32)
-    for lo in range(0, x.size, _BLOCK):
-        if not _decode_block(x[lo:lo + _BLOCK], out[lo:lo + _BLOCK]):
-            return None
+        if mask is not None:                  # a null's bytes are unspecified
+            np.putmask(x[start:start + mask.size], mask, _ZEROS)
+    try:
+        decoded = binascii.unhexlify(x)
+    except binascii.Error:
+        return None                           # a byte outside [0-9a-fA-F]
+    if np.bitwise_and(np.invert(x), _BIT_20).any():
+        return None                           # upper case
+    out = np.frombuffer(decoded, dtype=">u4").astype(np.uint32)
     return [pa.array(out[start:start + n], pa.uint32(), mask=mask)
             for start, n, mask in zip(starts[:-1], lengths, masks, strict=True)]
 
