@@ -9,7 +9,8 @@ Two forms of the same record:
 * `PART_SCHEMA` -- what Parquet parts store since version 2 (`PART_SCHEMA_VERSION`,
   written in the file's key-value metadata): C1..C26 as the uint32 the hex stands for
   (`ctr.cathash`; lossless for every value the parser accepts). Half the bytes per value
-  and no text to parse again when reading: measured in the README (data plane).
+  and no text to parse again when reading: measured in the README ("Aggregate and
+  the part format").
 
 Readers of parts call `to_part` (any part -> `PART_SCHEMA`) or `to_record` (any part
 -> `PARQUET_SCHEMA`, hex for people and for TSV), so old and new parts mix freely.
@@ -58,8 +59,10 @@ def _convert_cats(table: pa.Table, want: pa.DataType) -> pa.Table:
     for name in table.schema.names:
         column = table.column(name)
         if name in CAT_COLUMNS and column.type != want:
-            column = (cathash.from_hex(column) if pa.types.is_uint32(want)
-                      else cathash.to_hex(column))
+            if pa.types.is_uint32(want):
+                column = cathash.from_hex(column)       # validated text only
+            elif pa.types.is_uint32(column.type):
+                column = cathash.to_hex(column)         # (other text types: the cast)
         columns.append(column)
     return pa.Table.from_arrays(columns, names=table.schema.names)
 
