@@ -67,7 +67,9 @@ def from_fixed8(columns: list[pa.ChunkedArray | pa.Array]) -> list[pa.Array] | N
         decoded = binascii.unhexlify(x)
     except binascii.Error:
         return None                           # a byte outside [0-9a-fA-F]
-    if np.bitwise_and(np.invert(x), _BIT_20).any():
+    np.invert(x, out=x)                       # (x is our copy: in place, no temporaries)
+    np.bitwise_and(x, _BIT_20, out=x)
+    if x.any():
         return None                           # upper case
     out = np.frombuffer(decoded, dtype=">u4").astype(np.uint32)
     return [pa.array(out[start:start + n], pa.uint32(), mask=mask)
