@@ -18,11 +18,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from ctr import bundle, criteo, layout, scoring
-from ctr.schema import FEATURE_COLUMNS
+from ctr.schema import FEATURE_COLUMNS, read_part, to_record
 from ctr_infra.commands import score as score_command
 from tests.synth_parts import put_parts
 
@@ -46,8 +45,8 @@ def served(cloud):
 
 def parts_table(cloud) -> pa.Table:
     keys = sorted(cloud.store.list_keys(layout.PARQUET_PREFIX), key=layout.index_of)
-    return pa.concat_tables(pq.read_table(pa.BufferReader(cloud.store.get(k).body))
-                            for k in keys)
+    # as a client sees the rows: categoricals as hex text (parts store uint32)
+    return pa.concat_tables(to_record(read_part(cloud.store.get(k).body)) for k in keys)
 
 
 def local_predictor(cloud):

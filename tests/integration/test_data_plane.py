@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctr import chunking, criteo, ingest, layout, synth
-from ctr.schema import PARQUET_SCHEMA
+from ctr.schema import PART_SCHEMA
 from ctr_infra import localcloud
 from ctr_infra.cli import main
 from ctr_infra.invariants import account
@@ -72,7 +72,7 @@ def _lines_in_parquet_and_rejects(cloud: Any) -> tuple[list[bytes], list[bytes]]
     parquet: list[bytes] = []
     for key in cloud.store.list_keys(layout.PARQUET_PREFIX):
         table = pq.read_table(pa.BufferReader(cloud.store.get(key).body))
-        assert table.schema.equals(PARQUET_SCHEMA), key
+        assert table.schema.equals(PART_SCHEMA, check_metadata=True), key
         if table.num_rows:
             parquet += criteo.table_to_tsv(table).split(b"\n")[:-1]
     rejects: list[bytes] = []

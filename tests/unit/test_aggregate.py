@@ -12,7 +12,7 @@ import pytest
 
 from ctr import aggregate, chunking, criteo, layout, synth
 from ctr.errors import ValidationError
-from ctr.schema import PARQUET_SCHEMA
+from ctr.schema import PART_SCHEMA
 from ctr.steps import AggregateEvent, parse_event
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
@@ -51,7 +51,7 @@ def _parquet_lines(store: Store) -> list[bytes]:
     lines: list[bytes] = []
     for key in store.list_keys(layout.PARQUET_PREFIX):
         table = pq.read_table(pa.BufferReader(store.get(key).body))
-        assert table.schema.equals(PARQUET_SCHEMA), key
+        assert table.schema.equals(PART_SCHEMA, check_metadata=True), key
         lines += criteo.table_to_tsv(table).split(b"\n")[:-1] if table.num_rows else []
     return lines
 

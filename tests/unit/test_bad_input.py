@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 
 from ctr import aggregate, chunking, criteo, data_status, ingest, layout, synth
 from ctr.errors import DataError
-from ctr.schema import FEATURE_COLUMNS, PARQUET_SCHEMA
+from ctr.schema import FEATURE_COLUMNS, PART_SCHEMA
 from ctr.steps import AggregateResult, ChunkCut
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
@@ -80,7 +80,7 @@ class Outcome:
         lines: list[bytes] = []
         for key in sorted(self.store.list_keys(layout.PARQUET_PREFIX)):
             table = pq.read_table(pa.BufferReader(self.store.get(key).body))
-            assert table.schema.equals(PARQUET_SCHEMA), key
+            assert table.schema.equals(PART_SCHEMA, check_metadata=True), key
             lines += criteo.table_to_tsv(table).split(b"\n")[:-1] if table.num_rows else []
         return lines
 

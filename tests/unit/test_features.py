@@ -23,7 +23,7 @@ from ctr.features import (
     hex_keys,
 )
 from ctr.predictor import Predictor
-from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, PARQUET_SCHEMA
+from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, PARQUET_SCHEMA, to_record
 from ctr.training import TrainParams, fit
 from tests.synth_parts import parquet_bytes
 
@@ -202,8 +202,9 @@ def test_same_raw_row_same_prediction_training_side_and_serving_side(trained, tm
     # API receives them -- JSON rows and TSV lines -- through ctr.criteo's parsers.
     served = Predictor.from_bytes(result.predictor.model_bytes(),
                                   result.predictor.transform.to_json())
-    stored = pq.read_table(pa.BufferReader(parquet_bytes(holdout)))
-    raw_rows = json.loads(json.dumps(stored.drop_columns(["label"]).to_pylist()))
+    stored = pq.read_table(pa.BufferReader(parquet_bytes(holdout)))      # uint32 categoricals
+    # requests carry the hex text (as the samples API hands it out)
+    raw_rows = json.loads(json.dumps(to_record(stored).drop_columns(["label"]).to_pylist()))
     from_rows = served.predict_table(criteo.rows_to_table(raw_rows))
     np.testing.assert_allclose(from_rows, training_side, rtol=0, atol=1e-6)
     lines = criteo.table_to_lines(stored, with_label=False)

@@ -8,6 +8,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from ctr import layout, metrics, synth
 from ctr.errors import DataError, NotFoundError
+from ctr.schema import to_part
 from ctr.storage import Store
 from ctr.training import (
     NotEnoughData,
@@ -35,15 +36,17 @@ SMALL = WindowSpec(max_rows=100 * ROWS, holdout_min_rows=200, holdout_share=0.1,
                    validation_share=0.1)
 
 
-def test_window_is_cut_in_time_order_into_training_validation_and_holdout(store):
-    put_parts(store, 0, 4, ROWS)
+@pytest.mark.parametrize("versions", [(2,), (1,), (1, 2)], ids=["v2", "v1", "mixed"])
+def test_window_is_cut_in_time_order_into_training_validation_and_holdout(store, versions):
+    """Parts of both formats (version 1: hex strings; 2: uint32) read into one window."""
+    put_parts(store, 0, 4, ROWS, versions=versions)
     assert newest_part_index(store) == 3
     spec = WindowSpec(max_rows=2500, holdout_min_rows=600, holdout_share=0.1,
                       validation_share=0.1)
     w = load_window(store, spec)
     # 2500 newest rows (parts 2 and 3 and the newest 500 of part 1); holdout
     # max(600, 250) = 600, validation 10% of the 1900 others = 190, training 1710.
-    newest, _ = synth.generate_table(2500, start_row=1500)
+    newest = to_part(synth.generate_table(2500, start_row=1500)[0])
     assert (w.train.num_rows, w.validation.num_rows, w.holdout.num_rows) == (1710, 190, 600)
     assert w.train.equals(newest.slice(0, 1710))
     assert w.validation.equals(newest.slice(1710, 190))

@@ -8,8 +8,13 @@ lines, measured in one process so the figures are comparable:
 * the seed's method for contrast: re-read the object from line 0 and skip to the
   chunk's first line (first and last chunk only; it is O(position));
 * aggregate: `ctr.aggregate.aggregate` over all chunks (parse, validate, Parquet, rejects)
-  next to plain `pyarrow.csv.read_csv` of the same chunks with the same typed schema
-  (target: aggregate >= 50% of it), and read_csv with default options;
+  next to plain `pyarrow.csv.read_csv` of the same chunks typed with the record's schema
+  (`PARQUET_SCHEMA`: integers, hex text) -- target: aggregate >= 0.8x of it, the ratio
+  taken per repeat (the two alternate) and quoted as median, min-max and the load
+  average -- and read_csv with default options;
+* part format: Parquet bytes per row of the parts (format 2, uint32 categoricals) and of
+  the same rows in format 1 (hex text, the options the aggregate step used before);
+  reading a part of either format, and `FeatureTransform.encode` of its rows;
 * gzip: `gzip -dc` of the gzipped file next to the chunker's one-time transcode of it.
 
 By default the store is in-memory (`ctr_infra.memory_s3.MemoryS3`), which isolates the
@@ -19,6 +24,7 @@ measure against real S3.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,9 +35,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from ctr import aggregate, chunking, criteo, ingest, layout, synth
-from ctr.schema import ALL_COLUMNS, PARQUET_SCHEMA
+from ctr.features import FeatureTransform
+from ctr.schema import ALL_COLUMNS, INT_COLUMNS, LABEL, PARQUET_SCHEMA, read_part, to_record
 from ctr.steps import AggregateResult
 from ctr.storage import Store
 from ctr_infra.bench.plan import Echo, Plan
@@ -85,6 +93,59 @@ def _read_csv_default(data: bytes) -> pa.Table:
     return pa_csv.read_csv(pa.py_buffer(data),
                            read_options=pa_csv.ReadOptions(column_names=list(ALL_COLUMNS)),
                            parse_options=pa_csv.ParseOptions(delimiter="\t"))
+
+
+V1_OPTIONS: dict[str, Any] = {"compression": "none", "write_statistics": [LABEL, *INT_COLUMNS]}
+
+
+def convert_like_format_1(bodies: list[bytes]) -> int:
+    """What the aggregate step did per chunk before format 2, without the store:
+    `parse_tsv` (hex text) and a Parquet part with the format-1 options. Bytes out."""
+    total = 0
+    for body in bodies:
+        sink = pa.BufferOutputStream()
+        pq.write_table(criteo.parse_tsv(body).table, sink, **V1_OPTIONS)
+        total += len(sink.getvalue().to_pybytes())
+    return total
+
+
+def convert_like_format_2(bodies: list[bytes]) -> int:
+    """The same for format 2 (`parse_part`, `aggregate.parquet_bytes`), sequential."""
+    return sum(len(aggregate.parquet_bytes(criteo.parse_part(body).table)) for body in bodies)
+
+
+def part_format(store: Store, chunks: int, repeats: int) -> dict[str, Any]:
+    """Bytes per row of the parts (format 2) and of the same rows written in format 1
+    (hex text, as the aggregate step wrote parts before); read and encode times of the
+    first part in both formats (medians of `repeats`)."""
+    rows = 0
+    size = {1: 0, 2: 0}
+    data: dict[int, bytes] = {}
+    for i in range(chunks):
+        v2 = store.get(layout.parquet_key(i)).body
+        sink = pa.BufferOutputStream()
+        record = to_record(read_part(v2))
+        pq.write_table(record, sink, **V1_OPTIONS)
+        v1 = sink.getvalue().to_pybytes()
+        rows += record.num_rows
+        size[1] += len(v1)
+        size[2] += len(v2)
+        if i == 0:
+            data = {1: v1, 2: v2}
+    first = read_part(data[2])
+    transform = FeatureTransform.fit(first)
+    tables = {1: pq.read_table(pa.BufferReader(data[1])), 2: first}
+    for v in (1, 2):                       # warm-up: neither format pays first-call costs
+        transform.encode(tables[v])
+        read_part(data[v])
+    read = {v: statistics.median(timed(read_part, data[v])[1] for _ in range(repeats))
+            for v in (1, 2)}
+    encode = {v: statistics.median(timed(transform.encode, tables[v])[1]
+                                   for _ in range(repeats)) for v in (1, 2)}
+    return {"rows": rows, "bytes_per_row": {f"v{v}": size[v] / rows for v in (1, 2)},
+            "first_part_rows": first.num_rows,
+            "read_part_s": {f"v{v}": read[v] for v in (1, 2)},
+            "encode_s": {f"v{v}": encode[v] for v in (1, 2)}}
 
 
 def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
@@ -144,10 +205,13 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
         # load on a shared machine does not favour one side of the comparison. CPU time
         # (all threads of this process) is recorded too: it is what contention inflates
         # least.
-        timings: dict[str, list[float]] = {k: [] for k in ("typed", "default", "ours", "agg")}
+        timings: dict[str, list[float]] = {k: [] for k in ("typed", "default", "ours", "agg",
+                                                           "v1_seq", "v2_seq")}
         cpu: dict[str, list[float]] = {"typed": [], "agg": []}
+        loads: list[float] = []
         summary: AggregateResult | None = None
         for _ in range(repeats):
+            loads.append(os.getloadavg()[0])
             for prefix in (layout.PARQUET_PREFIX, layout.REJECTS_PREFIX):
                 for key in list(store.list_keys(prefix)):
                     store.delete(key)
@@ -161,6 +225,9 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
             cpu["typed"].append(time.process_time() - cpu_start)
             timings["default"].append(sum(timed(_read_csv_default, b)[1] for b in bodies))
             timings["ours"].append(sum(timed(criteo.parse_tsv, b)[1] for b in bodies))
+            # before/after in the same repeat: both formats' conversion, sequential
+            timings["v1_seq"].append(timed(convert_like_format_1, bodies)[1])
+            timings["v2_seq"].append(timed(convert_like_format_2, bodies)[1])
             del bodies
         parse_s, default_s, ours_s, agg_s = (min(timings[k])
                                              for k in ("typed", "default", "ours", "agg"))
@@ -179,8 +246,20 @@ def run(chunk_lines: int = 200_000, chunks: int = 10, seed: int = 0,
                                 "rows_rejected": summary.rows_rejected,
                                 "share_of_read_csv": parse_s / agg_s,
                                 "share_of_read_csv_cpu": min(cpu["typed"]) / min(cpu["agg"]),
+                                # per repeat: read_csv seconds / aggregate seconds
+                                "ratios": [t / a for t, a in zip(timings["typed"],
+                                                                 timings["agg"], strict=True)],
+                                "cpu_ratios": [t / a for t, a in zip(cpu["typed"], cpu["agg"],
+                                                                     strict=True)],
+                                "load_1min": loads,
+                                "v1_seq_ratios": [t / a for t, a in zip(
+                                    timings["typed"], timings["v1_seq"], strict=True)],
+                                "v2_seq_ratios": [t / a for t, a in zip(
+                                    timings["typed"], timings["v2_seq"], strict=True)],
                                 "timings_s": {k: [round(t, 3) for t in v]
                                               for k, v in timings.items()}}
+
+        results["part_format"] = part_format(store, chunks, repeats)
 
         gz_path = directory / "bench.txt.gz"
         with gz_path.open("wb") as out:
@@ -226,12 +305,18 @@ def format_table(r: dict[str, Any]) -> str:
         ("pyarrow read_csv, default", d["mb_per_s"], d["lines_per_s"], f"{d['seconds']:.2f} s"),
         ("ctr.criteo.parse_tsv", o["mb_per_s"], o["lines_per_s"], f"{o['seconds']:.2f} s"),
         ("aggregate (parse+Parquet)", a["mb_per_s"], a["lines_per_s"],
-         f"{a['seconds']:.2f} s, {a['share_of_read_csv']:.0%} of typed read_csv "
-         f"({a['share_of_read_csv_cpu']:.0%} by CPU time)"),
+         f"{a['seconds']:.2f} s; {aggregate_ratio_text(a)}"),
         ("gzip -dc", g["gzip_dc_mb_per_s"], float("nan"), f"{g['gzip_dc_s']:.2f} s"),
         ("chunker gz transcode (once)", g["transcode_mb_per_s"], float("nan"),
          f"{g['transcode_s']:.2f} s; next chunk {g['second_chunk_s']:.3f} s"),
     ]
+    f = r["part_format"]
+    lines_after = [
+        f"Parquet bytes/row: format 2 (uint32) {f['bytes_per_row']['v2']:.1f}, "
+        f"format 1 (hex text) {f['bytes_per_row']['v1']:.1f}; first part "
+        f"({f['first_part_rows']:,} rows): read {f['read_part_s']['v2'] * 1e3:.0f} ms "
+        f"vs {f['read_part_s']['v1'] * 1e3:.0f} ms, encode "
+        f"{f['encode_s']['v2'] * 1e3:.0f} ms vs {f['encode_s']['v1'] * 1e3:.0f} ms"]
     head = (f"data-plane benchmark: {r['chunks']} chunks x {r['chunk_lines']:,} lines "
             f"= {r['rows']:,} lines, {r['file_mb']:,.1f} MB, store {r['store']}")
     lines = [head, f"{'step':32s} {'MB/s':>8s} {'lines/s':>12s}  notes"]
@@ -239,7 +324,18 @@ def format_table(r: dict[str, Any]) -> str:
         mb_text = f"{mbs:8.1f}" if mbs == mbs else f"{'-':>8s}"
         lp_text = f"{lps:12,.0f}" if lps == lps else f"{'-':>12s}"
         lines.append(f"{name:32s} {mb_text} {lp_text}  {note}")
-    return "\n".join(lines)
+    return "\n".join(lines + lines_after)
+
+
+def aggregate_ratio_text(a: dict[str, Any]) -> str:
+    """aggregate / typed read_csv, per repeat: median (min-max), by CPU, and the load."""
+    ratios, cpu = a["ratios"], a["cpu_ratios"]
+    return (f"{statistics.median(ratios):.2f}x of typed read_csv (median of {len(ratios)}, "
+            f"{min(ratios):.2f}-{max(ratios):.2f}; by CPU time "
+            f"{statistics.median(cpu):.2f}x), load avg {min(a['load_1min']):.1f}-"
+            f"{max(a['load_1min']):.1f}; sequential conversion: format 2 "
+            f"{statistics.median(a['v2_seq_ratios']):.2f}x, format 1 (before) "
+            f"{statistics.median(a['v1_seq_ratios']):.2f}x")
 
 
 def section(plan: Plan, echo: Echo) -> SectionResult:
@@ -276,7 +372,30 @@ def section(plan: Plan, echo: Echo) -> SectionResult:
                note=f"medians of 2nd / 1st half of the chunks: {halves:.2f}"),
         rate_figure("data.aggregate.mb_per_s", "aggregate: parse + validate + Parquet", size_mb,
                     "MB/s", timings["agg"], baseline=read_csv,
-                    note=f"by CPU time {r['aggregate']['share_of_read_csv_cpu']:.0%} of read_csv"),
+                    note=aggregate_ratio_text(r["aggregate"])),
+        figure("data.aggregate.over_read_csv", "aggregate / typed read_csv, per repeat",
+               statistics.median(r["aggregate"]["ratios"]), "x", better="higher",
+               n=len(r["aggregate"]["ratios"]), spread=min_max(r["aggregate"]["ratios"]),
+               note=f"load avg (1 min) per repeat: {r['aggregate']['load_1min']}"),
+        figure("data.aggregate.format1_over_read_csv",
+               "before: format-1 conversion (parse_tsv + hex-text Parquet) / read_csv",
+               statistics.median(r["aggregate"]["v1_seq_ratios"]), "x", better="higher",
+               n=len(r["aggregate"]["v1_seq_ratios"]),
+               spread=min_max(r["aggregate"]["v1_seq_ratios"]),
+               note="sequential, no store; format 2 the same way: "
+                    f"{statistics.median(r['aggregate']['v2_seq_ratios']):.2f}x"),
+        figure("data.part.bytes_per_row", "Parquet bytes per row (format 2, uint32)",
+               r["part_format"]["bytes_per_row"]["v2"], "B", better="lower",
+               baseline=("format 1 (hex text), same rows",
+                         r["part_format"]["bytes_per_row"]["v1"])),
+        figure("data.part.read_s", "read one part (format 2)",
+               r["part_format"]["read_part_s"]["v2"], "s", better="lower",
+               baseline=("format 1, same rows", r["part_format"]["read_part_s"]["v1"]),
+               note=f"{r['part_format']['first_part_rows']:,} rows"),
+        figure("data.part.encode_s", "FeatureTransform.encode of one part (format 2)",
+               r["part_format"]["encode_s"]["v2"], "s", better="lower",
+               baseline=("format 1 (hex text), same rows", r["part_format"]["encode_s"]["v1"]),
+               note=f"{r['part_format']['first_part_rows']:,} rows"),
         rate_figure("data.aggregate.lines_per_s", "aggregate: lines", lines, "lines/s",
                     timings["agg"], baseline=read_csv),
         figure("data.gzip_transcode.mb_per_s", "chunker's one-time gzip transcode",

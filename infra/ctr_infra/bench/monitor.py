@@ -17,12 +17,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from ctr import synth
+from ctr import aggregate, synth
 from ctr.monitoring.baseline import build_baseline
 from ctr.monitoring.monitor import MonitorPolicy, ServedModel, evaluate_part
+from ctr.schema import read_part, to_part
 from ctr.training import TrainParams, fit, peak_rss_mb
 from ctr_infra.bench.plan import LAMBDA_MAX_MEMORY_MB, Echo, Plan
 from ctr_infra.bench.report import SectionResult, figure, markdown_table
@@ -48,12 +46,10 @@ def run(rows: int = 1_000_000, seed: int = 41, train_rows: int = TRAIN_ROWS) -> 
     prev = fit(train, val, hold, replace(PARAMS, num_boost_round=20))
     baseline = build_baseline(train, prod.holdout_predictions, prod.predictor.transform)
     part, _ = synth.generate_table(rows, seed=seed, start_row=train_rows + extra)
-    sink = pa.BufferOutputStream()
-    pq.write_table(part, sink)
-    data = sink.getvalue().to_pybytes()
+    data = aggregate.parquet_bytes(to_part(part))        # as the aggregate step writes it
     del part
     started = time.perf_counter()
-    decoded = pq.read_table(pa.BufferReader(data))
+    decoded = read_part(data)
     read_s = time.perf_counter() - started
     started = time.perf_counter()
     outcome = evaluate_part(1, decoded, _served("production", 2, prod, baseline),

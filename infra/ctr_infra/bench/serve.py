@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 from ctr import criteo, layout
 from ctr.bundle import load_bundle, load_pointer
 from ctr.errors import NoModelError, NotFoundError
-from ctr.schema import FEATURE_COLUMNS
+from ctr.schema import FEATURE_COLUMNS, read_part, to_record
 from ctr.serving import schemas
 from ctr.serving.app import LoadedModel, ServingSettings, create_app
 from ctr.serving.prediction_log import PredictionLog
@@ -295,8 +295,8 @@ def newest_rows(store: Store, n: int = 1000) -> list[dict[str, Any]]:
     keys = [k for k in store.list_keys(layout.PARQUET_PREFIX) if k.endswith(".parquet")]
     if not keys:
         raise NotFoundError("no Parquet parts in the bucket")
-    table = pq.read_table(pa.BufferReader(store.get(max(keys, key=layout.index_of)).body),
-                          columns=list(FEATURE_COLUMNS)).slice(0, n)
+    table = to_record(read_part(store.get(max(keys, key=layout.index_of)).body,
+                                columns=list(FEATURE_COLUMNS)).slice(0, n))
     rows = table.to_pylist()
     return (rows * (n // len(rows) + 1))[:n]
 

@@ -1,13 +1,14 @@
 """Aggregate: chunks/chunk_{i}.txt -> parquet/part_{i}.parquet, bad lines quarantined.
 
-Each chunk becomes its own immutable part with the fixed `PARQUET_SCHEMA` (no
+Each chunk becomes its own immutable part with the fixed `PART_SCHEMA` (no
 ever-growing file to rewrite); "pending" simply means "a chunk without its part", so
 there is no progress counter to get out of sync, and any subset of chunks can be
 processed in any order or in parallel (a Step Functions Distributed Map can fan out one
 item per chunk).
 
-Per chunk: parse with `ctr.criteo.parse_tsv` (Arrow's CSV reader; per-line checks only
-for suspicious lines), write the malformed lines to rejects/chunk_{i}.txt as
+Per chunk: parse with `ctr.criteo.parse_part` (Arrow's CSV reader; per-line checks only
+for suspicious lines; categoricals as uint32, `ctr.schema.PART_SCHEMA`), write the
+malformed lines to rejects/chunk_{i}.txt as
 `<line number in the chunk>\\t<reason>\\t<original line>`, then the Parquet part. Both
 writes are If-None-Match and the part is written last, so it marks the chunk done: a
 crash in between is repaired by the next run, and a re-run over finished chunks is a
@@ -39,8 +40,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctr import clock, faults, layout
-from ctr.criteo import parse_tsv
-from ctr.schema import INT_COLUMNS, LABEL
+from ctr.criteo import parse_part
+from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
 from ctr.steps import (
     AggregateResult,
     ChunkConversion,
@@ -54,10 +55,14 @@ from ctr.storage import Store
 DEFAULT_MAX_REJECT_SHARE = 0.05
 FAULT_BEFORE_PART = "aggregate.before_part"
 PARQUET_OPTIONS: dict[str, Any] = {
-    # Dictionary + RLE encoding (on by default) does the compressing; snappy barely
-    # shrinks random hex further but costs a good share of the write time.
+    # The encodings do the compressing (measured, README "data plane"): a general
+    # codec on top costs a good share of the write time for little.
     "compression": "none",
-    # min/max of hex strings help no query; of label and integers they are cheap and useful
+    # Categoricals (uint32): dictionary + RLE -- the head values of every column repeat.
+    "use_dictionary": list(CAT_COLUMNS),
+    # Label and integers: delta encoding is as small as a dictionary and cheaper.
+    "column_encoding": {c: "DELTA_BINARY_PACKED" for c in (LABEL, *INT_COLUMNS)},
+    # min/max of hashes help no query; of label and integers they are cheap and useful
     "write_statistics": [LABEL, *INT_COLUMNS],
 }
 
@@ -129,7 +134,7 @@ class _Converted:
 
 
 def _convert(index: int, body: bytes, max_reject_share: float) -> _Converted:
-    parsed = parse_tsv(body)
+    parsed = parse_part(body)
     rejected = len(parsed.rejects)
     share = rejected / parsed.lines if parsed.lines else 0.0
     rejects = (b"\n".join(r.to_bytes() for r in parsed.rejects) + b"\n") if rejected else None

@@ -30,10 +30,12 @@ Encoding (39 raw columns -> 40 float32 features)
   learns from a rate that contains its own label. Everything that is scored -- the
   holdout, the promotion gate, serving -- goes through `encode` with the full
   statistics: `encode` is the one code path shared by training and serving.
-* Categorical values are 32-bit hashes written as 8 hex characters: they are parsed to
-  integers straight from the Arrow string buffer and looked up by binary search in the
-  sorted kept values. `encode` works on blocks of rows with all 26 categorical columns
-  stacked into one array (one parse, one search, one gather) and all 13 integer columns
+* Categorical values are 32-bit hashes written as 8 hex characters: Parquet parts store
+  them as uint32 (used as they are), request tables carry the text (parsed to integers
+  straight from the Arrow string buffer, `ctr.cathash.hex_keys`); either is looked up
+  by binary search in the sorted kept values. `encode` works on blocks of rows with all
+  26 categorical columns stacked into one array (one parse, one search, one gather) and
+  all 13 integer columns
   binned by one comparison, against lookup tables built once per transform; so its cost
   is a fixed ~40 NumPy/Arrow calls per block plus the work per row, whatever the number
   of rows -- a single request row at serving time, or two million at training time.
@@ -63,6 +65,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xgboost as xgb
 
+from ctr.cathash import hex_keys, to_hex
 from ctr.errors import DataError, ValidationError
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, INT_COLUMNS, LABEL
 
@@ -81,11 +84,6 @@ ENCODE_BLOCK_ROWS = 16_384
 FEATURE_NAMES = [*INT_COLUMNS, *(f"{c}_rate" for c in CAT_COLUMNS), "log_odds_sum"]
 N_FEATURES = len(FEATURE_NAMES)
 
-_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
-_HEX_VALUE[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10)
-_HEX_VALUE[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16)
-
-
 def _require_columns(table: pa.Table, columns: tuple[str, ...] = FEATURE_COLUMNS) -> None:
     present = set(table.schema.names)          # (table.column_names is much slower)
     missing = [c for c in columns if c not in present]
@@ -94,46 +92,6 @@ def _require_columns(table: pa.Table, columns: tuple[str, ...] = FEATURE_COLUMNS
             f"table lacks columns {missing}",
             errors=[{"loc": [c], "msg": "column missing"} for c in missing],
         )
-
-
-def hex_keys(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Categorical strings -> (uint32 keys as int64, is_missing, is_valid_hex).
-
-    Read from the Arrow buffers: a value is valid when it is exactly 8 lowercase hex
-    characters; other non-missing strings are valid=False (treated as unseen)."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if arr.type != pa.string():
-        arr = pc.cast(arr, pa.string())       # dictionary or large_string input
-    n = len(arr)
-    missing = arr.is_null().to_numpy(zero_copy_only=False)
-    keys = np.zeros(n, dtype=np.int64)
-    valid = np.zeros(n, dtype=bool)
-    if n == 0 or missing.all():
-        return keys, missing, valid
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset:arr.offset + n + 1]
-    lengths = np.diff(offsets)
-    rows = np.flatnonzero(lengths == 8)
-    if rows.size == 0:
-        return keys, missing, valid
-    data = np.frombuffer(data_buf, dtype=np.uint8)
-    if rows.size == n - int(missing.sum()) and not lengths[missing].any():
-        # The usual case: every value is 8 bytes, nulls are empty -> one contiguous block.
-        chars = data[offsets[0]:offsets[0] + 8 * rows.size].reshape(-1, 8)
-    else:
-        chars = data[offsets[rows][:, None] + np.arange(8)]
-    digits = np.ascontiguousarray(np.take(_HEX_VALUE, chars))
-    # Invalid characters map to 255: any high nibble set in the row's 8 digits.
-    good = (digits.view(np.uint64).ravel() & np.uint64(0xF0F0F0F0F0F0F0F0)) == 0
-    packed = (digits[:, 0::2] << 4) | digits[:, 1::2]          # 4 bytes, big-endian
-    values = np.ascontiguousarray(packed).view(">u4").ravel()
-    if good.all():
-        keys[rows] = values
-        valid[rows] = True
-    else:
-        keys[rows[good]] = values[good]
-        valid[rows[good]] = True
-    return keys, missing, valid
 
 
 @dataclass(frozen=True)
@@ -277,6 +235,20 @@ def _fit_integer(column: pa.ChunkedArray, fitter: _RateFitter, out_of_fold: bool
     return IntegerStats(edges, full[:-1], float(full[-1])), row_rate
 
 
+def _stacked_cats(table: pa.Table) -> pa.Array:
+    """C1..C26 one after another in one array: uint32 when every column is (a part),
+    else hex strings (requests; a uint32 column among them is formatted as hex)."""
+    schema = table.schema
+    types = {schema.field(name).type for name in CAT_COLUMNS}
+    if types == {pa.uint32()}:
+        return _stacked(table, CAT_COLUMNS, pa.uint32())
+    if pa.uint32() in types:
+        table = pa.Table.from_arrays(
+            [to_hex(table.column(n)) if schema.field(n).type == pa.uint32() else table.column(n)
+             for n in CAT_COLUMNS], names=list(CAT_COLUMNS))
+    return _stacked(table, CAT_COLUMNS, pa.string())
+
+
 def _stacked(table: pa.Table, names: tuple[str, ...], type_: pa.DataType) -> pa.Array:
     """The columns `names` one after another in one array (column-major), as `type_`."""
     schema = table.schema
@@ -334,7 +306,7 @@ class _Lookup:
         summands of `log_odds_sum` (used to explain a prediction)."""
         n, n_cat, n_int = block.num_rows, len(CAT_COLUMNS), len(INT_COLUMNS)
         # Categoricals: all 26 columns in one parse, one search, one gather.
-        keys, missing, valid = hex_keys(_stacked(block, CAT_COLUMNS, pa.string()))
+        keys, missing, valid = hex_keys(_stacked_cats(block))
         column = np.arange(n_cat, dtype=np.int64)[:, None]
         keys = keys.reshape(n_cat, n) + (column << 32)
         entry = np.searchsorted(self.cat_keys, keys)

@@ -47,7 +47,7 @@ from ctr.features import (
     as_quantile_dmatrix,
 )
 from ctr.predictor import Predictor
-from ctr.schema import LABEL
+from ctr.schema import LABEL, read_part
 from ctr.storage import Store
 
 # Fit time and peak memory grow about linearly with the rows; 4M training rows need
@@ -187,7 +187,7 @@ def newest_part_index(store: Store) -> int | None:
 def _read_part(store: Store, key: str) -> tuple[pa.Table, str]:
     body = store.get(key).body
     digest = hashlib.sha256(body).hexdigest()[:16]
-    return pq.read_table(pa.BufferReader(body)), digest
+    return read_part(body), digest
 
 
 def part_rows(store: Store, key: str) -> int:

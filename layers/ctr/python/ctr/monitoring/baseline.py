@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pydantic
 
+from ctr import cathash
 from ctr.features import FeatureTransform
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS
 
@@ -105,12 +106,16 @@ def int_counts(column: pa.ChunkedArray | pa.Array, edges: list[float]) -> np.nda
 
 
 def cat_counts(column: pa.ChunkedArray | pa.Array, values: list[str]) -> np.ndarray:
-    """Rows per top-K value, then "other", then missing."""
+    """Rows per top-K value (hex text), then "other", then missing; the column may hold
+    hex strings or uint32 (Parquet parts)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     missing = int(arr.null_count)
     if not values:
         return np.r_[float(len(arr) - missing), float(missing)]
-    index = pc.index_in(arr, value_set=pa.array(values, pa.string()))
+    value_set = pa.array(values, pa.string())
+    if pa.types.is_uint32(arr.type):
+        value_set = cathash.from_hex(value_set)
+    index = pc.index_in(arr, value_set=value_set)
     found = index.drop_null().to_numpy(zero_copy_only=False)
     counts = np.bincount(found, minlength=len(values)).astype(np.float64)
     other = len(arr) - missing - found.size
@@ -165,7 +170,11 @@ def build_baseline(train: pa.Table, holdout_predictions: np.ndarray,
         if len(vc):
             counts_arr = vc.field("counts").to_numpy()
             order = np.argsort(-counts_arr, kind="stable")[:top_k]
-            top = [str(v) for v in vc.field("values").to_numpy(zero_copy_only=False)[order]]
+            # hex text for people, whatever the column's type (parts store uint32)
+            top_values = vc.field("values").take(pa.array(order))
+            if pa.types.is_uint32(top_values.type):
+                top_values = cathash.to_hex(top_values)
+            top = [str(v) for v in top_values.to_pylist()]
         else:
             top = []
         counts = cat_counts(column, top)

@@ -43,9 +43,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ctr import layout, metrics
+from ctr import layout, metrics, schema
 from ctr.bundle import PROVENANCE_FILE
 from ctr.clock import iso_now
 from ctr.errors import NotFoundError
@@ -293,7 +292,7 @@ def _ranges(indices: list[int]) -> str:
 
 
 def read_part(store: Store, index: int) -> pa.Table:
-    return pq.read_table(pa.BufferReader(store.get(layout.parquet_key(index)).body))
+    return schema.read_part(store.get(layout.parquet_key(index)).body)
 
 
 def run_monitor(store: Store, client: Any, model_name: str, *,

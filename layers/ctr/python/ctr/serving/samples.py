@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from ctr import layout
 from ctr.errors import NotFoundError
+from ctr.schema import to_record
 from ctr.serving.model_cache import ModelCache
 
 SAMPLE_POOL_ROWS = 1024
@@ -52,4 +53,4 @@ class SampleSource:
         batch = next(parquet.iter_batches(batch_size=SAMPLE_POOL_ROWS), None)
         if batch is None:
             raise NotFoundError(f"{key} has no rows")
-        return key, pa.Table.from_batches([batch])
+        return key, to_record(pa.Table.from_batches([batch]))
