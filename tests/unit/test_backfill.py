@@ -344,3 +344,11 @@ def test_the_plan_travels_through_the_chunk_event():
     item = json.loads(store.get(planned.plan_key).body)[0]
     assert ChunkEvent.model_validate({"action": "cut_range", "item": item}).item.index == 0
     assert isinstance(event.plan, BackfillPlan)
+
+
+def test_a_negative_concurrency_is_a_clear_error():
+    from ctr.errors import ValidationError
+    from ctr.steps import parse_event
+
+    with pytest.raises(ValidationError, match="invalid ChunkEvent"):
+        parse_event(ChunkEvent, {"action": "plan_backfill", "backfill_concurrency": -1})

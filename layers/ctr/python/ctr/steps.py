@@ -122,7 +122,7 @@ class ChunkEvent(StepEvent):
 
     action: Literal["cut", "plan_backfill", "cut_range", "finish_backfill"] = "cut"
     chunk_lines: int | None = None
-    backfill_concurrency: int | None = None
+    backfill_concurrency: Annotated[int, pydantic.Field(ge=0)] | None = None
     item: BackfillRange | None = None
     plan: BackfillPlan | None = None
 
