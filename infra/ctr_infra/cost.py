@@ -99,6 +99,7 @@ Scaling = Literal["fixed", "lines", "window"]
 # window, or not at all.
 SCALING: dict[str, Scaling] = {
     "Acquire lease": "fixed", "Sync serving model": "fixed", "Chunk new lines": "lines",
+    "Plan backfill": "lines", "Cut one range": "lines", "Finish backfill": "fixed",
     "Plan aggregation": "fixed", "Aggregate to Parquet": "lines",
     "Aggregate one chunk": "lines", "Evaluate served model": "lines",
     "Publish rolled-back model": "fixed", "Train model": "window",
@@ -115,9 +116,13 @@ DEFAULT_SECONDS: dict[str, float] = {
     "Publish rolled-back model": 6.6,
     # assumed (not in the README): small S3-only steps
     "Acquire lease": 0.5, "Sync serving model": 1.0, "Plan aggregation": 0.5,
-    "Release lease": 0.5,
+    "Release lease": 0.5, "Finish backfill": 0.5,
+    # assumed: the backfill's scan reads the backlog once at about the chunk step's rate
+    # (in-process 355 MB/s scan vs 412 MB/s cut, README), a range cut as a chunk cut
+    "Plan backfill": 4.0, "Cut one range": 4.0,
 }
-ASSUMED = {"Acquire lease", "Sync serving model", "Plan aggregation", "Release lease"}
+ASSUMED = {"Acquire lease", "Sync serving model", "Plan aggregation", "Release lease",
+           "Finish backfill", "Plan backfill", "Cut one range"}
 # assumed: a step that scales with lines or rows still runs this long when it has none
 # (an invocation that lists, finds nothing and returns)
 IDLE_SECONDS = 0.5
@@ -152,6 +157,14 @@ S3_REQUESTS: dict[str, Requests] = {
     # list raw/, cursor read and conditional write, ranged GETs of 16 MB (PIECE_BYTES),
     # the chunk as a multipart upload of 32 MB parts (create + parts + complete)
     "Chunk new lines": Requests(put=4, get=2, get_per_bytes=MB16, put_per_bytes=MB32),
+    # cursor read and HEAD; with a backlog, 16 MB ranged GETs and the plan (create-only)
+    "Plan backfill": Requests(put=1, get=2, get_per_bytes=MB16),
+    # the Map's ItemReader GETs the plan
+    "Cut backlog in parallel": Requests(get=1),
+    # one chunk: ranged GETs, multipart create-only upload
+    "Cut one range": Requests(put=3, get=1, get_per_bytes=MB16, put_per_bytes=MB32),
+    # cursor read, a HEAD per chunk (counted once), the conditional cursor write
+    "Finish backfill": Requests(put=1, get=2),
     # list chunks/ and parquet/
     "Plan aggregation": Requests(put=2),
     # the Distributed Map's ItemReader lists chunks/ (1,000 keys per LIST)
@@ -179,15 +192,19 @@ SAGEMAKER_VOLUME_GB = 100        # ctr_infra.asl_variants.VOLUME_GB
 
 # --------------------------------------------------------------------------- the walk
 
-Choices = Mapping[str, str]
-# The branch each scenario takes at each Choice (unnamed Choices take their Default).
-LEASE = {"Lease acquired?": "Sync serving model", "Rolled back?": "Anything new to train on?"}
+Choices = Mapping[str, str | tuple[str, ...]]
+# The branch each scenario takes at each Choice (unnamed Choices take their Default); a
+# tuple gives the branch of the 1st, 2nd, ... entry (the last one for later entries).
+LEASE = {"Lease acquired?": "Sync serving model", "Rolled back?": "Anything new to train on?",
+         "Backfill planned?": "Chunk new lines"}
 STEADY: Choices = {**LEASE, "How many chunks pending?": "Aggregate to Parquet",
                    "Anything new to train on?": "Train model",
                    "Promoted?": "Reload serving model", "What happened?": "Done"}
 IDLE: Choices = {**LEASE, "How many chunks pending?": "Evaluate served model",
                  "Anything new to train on?": "Release lease", "What happened?": "Nothing new"}
-FANOUT: Choices = {**STEADY, "How many chunks pending?": "Aggregate chunks in parallel"}
+# A backlog of many chunks: cut by the backfill's Map, then aggregated by the fan-out.
+FANOUT: Choices = {**STEADY, "How many chunks pending?": "Aggregate chunks in parallel",
+                   "Backfill planned?": ("Cut backlog in parallel", "Chunk new lines")}
 
 
 @dataclass
@@ -215,7 +232,9 @@ def walk(asl: Mapping[str, Any], choices: Choices, map_items: int = 0) -> Execut
             out.transitions += child.transitions * map_items
         if st["Type"] == "Choice":
             targets = {c["Next"] for c in st["Choices"]} | {st.get("Default")}
-            nxt = choices.get(name, st.get("Default"))
+            picked = choices.get(name, st.get("Default"))
+            nxt = (picked[min(out.entries[name], len(picked)) - 1]
+                   if isinstance(picked, tuple) else picked)
             if nxt not in targets:
                 raise ValueError(f"{name!r} cannot go to {nxt!r} (it goes to "
                                  f"{sorted(t for t in targets if t)})")

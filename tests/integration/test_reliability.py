@@ -136,9 +136,11 @@ def mlflow_proxy(cloud):
 def pipeline(cloud, mlflow_proxy):
     """An empty bucket and registry, small chunks; the functions' settings restored after."""
     cloud.reset_data()
-    cloud.set_env("ChunkFunction", CHUNK_LINES=str(CHUNK))
+    # one chunk per execution (the faults are aimed at the one-chunk cut);
+    # test_backfill.py covers the parallel backfill
+    cloud.set_env("ChunkFunction", CHUNK_LINES=str(CHUNK), BACKFILL_CONCURRENCY="0")
     yield cloud
-    cloud.set_env("ChunkFunction", CHUNK_LINES=None)
+    cloud.set_env("ChunkFunction", CHUNK_LINES=None, BACKFILL_CONCURRENCY=None)
 
 
 def ingest(cloud, name: str, chunks: int = 1) -> None:

@@ -35,12 +35,13 @@ def stack(cloud, tmp_path_factory):
     synth.write_tsv(path, CHUNK * 2, seed=13, progress=False)
     ingest.put(cloud.store, str(path), progress=False)
     train_env = cloud.function_env("TrainFunction")
-    cloud.set_env("ChunkFunction", CHUNK_LINES=str(CHUNK))
+    # one chunk per execution: each of the three executions has new data to train on
+    cloud.set_env("ChunkFunction", CHUNK_LINES=str(CHUNK), BACKFILL_CONCURRENCY="0")
     cloud.set_env("TrainFunction", **PERMISSIVE_GATE)
     yield cloud
     cloud.set_env("ReloadFunction", CTR_FAULTS=None)
     cloud.set_env("TrainFunction", **{k: train_env.get(k) for k in PERMISSIVE_GATE})
-    cloud.set_env("ChunkFunction", CHUNK_LINES=None)
+    cloud.set_env("ChunkFunction", CHUNK_LINES=None, BACKFILL_CONCURRENCY=None)
 
 
 def run(cloud, name: str) -> tuple[str, dict[str, Any]]:

@@ -48,12 +48,14 @@ def test_the_walk_follows_the_chosen_branch_and_counts_map_children():
         cost.walk(asl, {"C": "A"})
 
 
-STEADY_STATES = ["Acquire lease", "Lease acquired?", "Sync serving model", "Chunk new lines",
+STEADY_STATES = ["Acquire lease", "Lease acquired?", "Sync serving model", "Plan backfill",
+                 "Backfill planned?", "Chunk new lines",
                  "Plan aggregation", "How many chunks pending?", "Aggregate to Parquet",
                  "Evaluate served model", "Rolled back?", "Anything new to train on?",
                  "Train model", "Promoted?", "Reload serving model", "Release lease",
                  "What happened?", "Done"]
-IDLE_STATES = ["Acquire lease", "Lease acquired?", "Sync serving model", "Chunk new lines",
+IDLE_STATES = ["Acquire lease", "Lease acquired?", "Sync serving model", "Plan backfill",
+               "Backfill planned?", "Chunk new lines",
                "Plan aggregation", "How many chunks pending?", "Evaluate served model",
                "Rolled back?", "Anything new to train on?", "Release lease",
                "What happened?", "Nothing new"]
@@ -61,14 +63,18 @@ IDLE_STATES = ["Acquire lease", "Lease acquired?", "Sync serving model", "Chunk 
 
 def test_the_real_definitions_paths_state_by_state():
     steady = cost.walk(LAMBDA_ASL, cost.STEADY)
-    assert steady.entries == dict.fromkeys(STEADY_STATES, 1) and steady.transitions == 16
+    assert steady.entries == dict.fromkeys(STEADY_STATES, 1) and steady.transitions == 18
     idle = cost.walk(LAMBDA_ASL, cost.IDLE)
-    assert idle.entries == dict.fromkeys(IDLE_STATES, 1) and idle.transitions == 12
+    assert idle.entries == dict.fromkeys(IDLE_STATES, 1) and idle.transitions == 14
     fan = cost.walk(LAMBDA_ASL, cost.FANOUT, map_items=46)
     assert fan.entries["Aggregate one chunk"] == 46 and "Aggregate to Parquet" not in fan.entries
-    assert fan.transitions == 16 + 46            # the Map replaces the inline aggregate
+    assert fan.entries["Cut one range"] == 46 and fan.entries["Finish backfill"] == 1
+    # backfill: the cut Map, its 46 children, Finish, then Plan backfill and its Choice
+    # once more (nothing left: one chunk step); the aggregate Map replaces the inline one
+    assert fan.entries["Plan backfill"] == 2 and fan.entries["Chunk new lines"] == 1
+    assert fan.transitions == 18 + (1 + 46 + 1 + 2) + 46
     # The sagemaker definition adds one state: the read of the job's result.
-    assert cost.walk(SAGEMAKER_ASL, cost.STEADY).transitions == 17
+    assert cost.walk(SAGEMAKER_ASL, cost.STEADY).transitions == 19
 
 
 def test_task_functions_come_from_the_definition():
@@ -156,7 +162,7 @@ def test_sagemaker_instance_hours_by_hand():
     usd = c.dollars("ml.m5.4xlarge")
     volume = 100 * (170 / 3600) / 730 * 0.14
     assert usd["sagemaker"] == pytest.approx(170 / 3600 * 0.922 + volume)
-    assert c.lambda_requests == 8                # every Lambda but train's
+    assert c.lambda_requests == 9                # every Lambda but train's
 
 
 def test_storage_and_prediction_log_by_hand():
@@ -176,7 +182,8 @@ def test_every_state_of_the_definitions_has_a_scaling_and_every_named_one_exists
              if asl["States"].get(n, {}).get("Type") in ("Task", None)}
     tasks |= set(cost.walk(LAMBDA_ASL, cost.FANOUT, 1).entries) & set(cost.SCALING)
     assert tasks <= set(cost.SCALING)
-    assert set(cost.S3_REQUESTS) <= set(cost.SCALING) | {"Aggregate chunks in parallel"}
+    assert set(cost.S3_REQUESTS) <= set(cost.SCALING) | {"Aggregate chunks in parallel",
+                                                         "Cut backlog in parallel"}
     assert all(p.usd > 0 and p.unit for p in cost.PRICES.values())
     assert cost.PRICE_REGION == "us-east-1" and cost.PRICES_AS_OF.startswith("20")
 

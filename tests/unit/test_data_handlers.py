@@ -58,6 +58,36 @@ def test_chunk_handler_uses_the_event_override_and_reports_metrics(
     assert [r["status"] for r in results] == ["chunked", "chunked", "exhausted"]
 
 
+@pytest.mark.filterwarnings("ignore:No application metrics")   # plan and finish add none
+def test_chunk_handler_backfill_actions_as_the_state_machine_calls_them(
+        handler: Callable[..., Loaded], lambda_context: FakeLambdaContext) -> None:
+    """plan_backfill -> one cut_range per item of the plan's JSON array (what the S3
+    ItemReader hands each Map child) -> finish_backfill with the plan -> the cut step
+    finds the source consumed."""
+    app, store = handler("chunk", BACKFILL_CONCURRENCY="3")
+    data = b"".join(f"{i}\n".encode() for i in range(95))
+    store.put("raw/s/a.txt", data)
+    planned = app.lambda_handler({"action": "plan_backfill", "chunk_lines": 10,
+                                  "execution": "x"}, lambda_context)
+    assert (planned["status"], planned["chunks"], planned["max_concurrency"]) == (
+        "planned", 10, 3)
+    items = json.loads(store.get(planned["plan_key"]).body)
+    cuts = [app.lambda_handler({"action": "cut_range", "item": item}, lambda_context)
+            for item in items]
+    assert [c["lines"] for c in cuts] == [10] * 9 + [5]
+    finished = app.lambda_handler({"action": "finish_backfill", "plan": planned},
+                                  lambda_context)
+    assert (finished["status"], finished["next_chunk"]) == ("finished", 10)
+    assert app.lambda_handler({"chunk_lines": 10}, lambda_context)["status"] == "exhausted"
+    assert b"".join(store.get(layout.chunk_key(i)).body for i in range(10)) == data
+    off = app.lambda_handler({"action": "plan_backfill", "backfill_concurrency": 0},
+                             lambda_context)
+    assert off["status"] == "none"
+    for action in ("cut_range", "finish_backfill"):
+        with pytest.raises(ValidationError, match="missing"):
+            app.lambda_handler({"action": action}, lambda_context)
+
+
 @pytest.mark.filterwarnings("ignore:No application metrics")   # the faulted run adds none
 def test_chunk_fault_point_is_off_unless_configured(
         handler: Callable[..., Loaded], lambda_context: FakeLambdaContext,

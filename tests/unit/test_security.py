@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from ctr import aggregate, bundle, chunking, guard, scoring, synth, training
+from ctr import aggregate, backfill, bundle, chunking, guard, layout, scoring, synth, training
 from ctr.monitoring.drift import DriftPolicy
 from ctr.monitoring.monitor import MonitorPolicy, run_monitor
 from ctr.monitoring.view import AlarmReader
@@ -346,6 +346,12 @@ def test_the_state_machine_invokes_only_the_pipeline_and_lists_only_chunks():
     assert allowed("PipelineStateMachine", "s3:ListBucket", BUCKET, prefix="chunks/")
     assert not allowed("PipelineStateMachine", "s3:ListBucket", BUCKET, prefix="serving/")
     assert not allowed("PipelineStateMachine", "s3:GetObject", BUCKET + "/chunks/x")
+    # the backfill Map reads its plan, and nothing else of state/
+    plan_key = layout.backfill_plan_key(0, "0123456789abcdef")
+    assert allowed("PipelineStateMachine", "s3:GetObject", f"{BUCKET}/{plan_key}")
+    assert not allowed("PipelineStateMachine", "s3:GetObject",
+                       f"{BUCKET}/state/chunk_cursor.json")
+    assert not allowed("PipelineStateMachine", "s3:PutObject", f"{BUCKET}/{plan_key}")
 
 
 def test_the_scoring_machine_invokes_only_the_score_function_and_reads_no_bucket():
@@ -426,8 +432,9 @@ def test_each_function_policy_allows_what_its_code_does(tmp_path):
     assert guard.acquire(store, "exec-1", 60).acquired
     guard.release(store, "exec-1")
     s3.role = "ChunkFunction"
-    while chunking.cut_chunk(store, chunk_lines=200).status == "chunked":
-        pass
+    assert chunking.cut_chunk(store, chunk_lines=200).status == "chunked"
+    results = backfill.backfill_all(store, 200, max_concurrency=2)   # plan, cut, finish
+    assert [r.status for r in results] == ["planned", "finished", "none", "exhausted"]
     s3.role = "AggregateFunction"
     assert aggregate.aggregate(store).converted == [0, 1, 2, 3]
     s3.role = "TrainFunction"

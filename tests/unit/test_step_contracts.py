@@ -72,7 +72,11 @@ CONTEXT = _obj("the context object",
 ERROR_OUTPUT = _obj("a Catch's error output", Error=STR, Cause=STR)
 ITEM_READERS = {"arn:aws:states:::s3:listObjectsV2": _obj(
     "an S3 ListObjectsV2 item", Key=STR, ETag=STR, LastModified=STR, Size=INT,
-    StorageClass=STR)}
+    StorageClass=STR),
+    # the only JSON array the machine reads from S3: a backfill plan (ctr.backfill)
+    "arn:aws:states:::s3:getObject": {"title": "a backfill plan item", **{
+        k: v for k, v in pydantic.TypeAdapter(steps.BackfillRange).json_schema(
+            mode="serialization").items() if k != "title"}}}
 # Task states that call no Lambda (TrainBackend=sagemaker's pipeline): what they return.
 # A GetObject's Body is the JSON of the step result model named after the key's prefix,
 # which States.StringToJson($.Body) turns back into that model.
@@ -234,6 +238,9 @@ RESULT_MODEL_TABLE: dict[tuple[str, str | None], str] = {
     ("Score", "plan"): "ScorePlan",            # PlanResult is the aggregate step's
     ("Score", "range"): "ScoredRange",
     ("Score", "manifest"): "ScoreManifest",
+    ("Chunk", "plan_backfill"): "BackfillPlan",
+    ("Chunk", "cut_range"): "RangeCut",
+    ("Chunk", "finish_backfill"): "BackfillFinished",
 }
 # Payload keys that are no field of the step's event model, and why that is right
 # (each claim is checked by test_payload_keys_outside_the_event_schemas_are_what_we_say).
@@ -557,6 +564,11 @@ OUTPUT_READS = {
     "$.chunk.value.lines": "ctr runs, the pipeline bench and test_pipeline",
     "$.chunk.value.chunk_index": "ctr runs and test_reliability",
     "$.chunk.value.reused_existing_chunk": "test_reliability",
+    "$.backfilled.value.status": "test_backfill",
+    "$.backfilled.value.first_chunk": "test_backfill",
+    "$.backfilled.value.end_chunk": "test_backfill",
+    "$.backfilled.value.lines": "test_backfill",
+    "$.plan.value.pending_count": "test_backfill",
     "$.aggregate.value.rows_out": "ctr runs",
     "$.aggregate.value.rows_rejected": "ctr runs",
     "$.aggregate.value.converted": "test_reliability",
@@ -590,6 +602,8 @@ SCORE_OUTPUT_READS = {
 MACHINES: dict[str, tuple[Schema, dict[str, str], dict[str, str], int]] = {
     "pipeline.asl.json": (EXECUTION_INPUT, OUTPUT_READS, {
         "Acquire lease": "AcquireResult", "Sync serving model": "SyncResult",
+        "Plan backfill": "BackfillPlan", "Cut one range": "RangeCut",
+        "Finish backfill": "BackfillFinished",
         "Chunk new lines": "ChunkResult", "Plan aggregation": "PlanResult",
         "Aggregate to Parquet": "AggregateResult", "Aggregate one chunk": "AggregateResult",
         "Train model": "TrainResult", "Reload serving model": "ReloadResult",
@@ -599,6 +613,8 @@ MACHINES: dict[str, tuple[Schema, dict[str, str], dict[str, str], int]] = {
     # training result" puts its TrainResult where the Lambda's goes.
     "pipeline.sagemaker.asl.json": (EXECUTION_INPUT, OUTPUT_READS, {
         "Acquire lease": "AcquireResult", "Sync serving model": "SyncResult",
+        "Plan backfill": "BackfillPlan", "Cut one range": "RangeCut",
+        "Finish backfill": "BackfillFinished",
         "Chunk new lines": "ChunkResult", "Plan aggregation": "PlanResult",
         "Aggregate to Parquet": "AggregateResult", "Aggregate one chunk": "AggregateResult",
         "Reload serving model": "ReloadResult",

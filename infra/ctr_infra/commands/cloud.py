@@ -42,6 +42,7 @@ def stack_parameters(cfg: CloudConfig, schedule_on: bool) -> dict[str, str]:
     }
     for env_name, param in (("CTR_SCHEDULE_RATE", "ScheduleRate"),
                             ("CTR_CHUNK_LINES", "ChunkLines"),
+                            ("CTR_BACKFILL_CONCURRENCY", "BackfillConcurrency"),
                             ("CTR_SOURCE_URL", "SourceUrl"),
                             ("CTR_MAX_TRAIN_ROWS", "MaxTrainRows"),
                             ("CTR_HOLDOUT_MIN_ROWS", "HoldoutMinRows"),

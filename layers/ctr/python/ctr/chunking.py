@@ -352,9 +352,25 @@ def _adopt_existing(store: Store, key: str, source: Source, ours: bytes) -> byte
     return existing
 
 
-def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
-              fetch: Fetcher) -> ChunkResult:
-    started = time.perf_counter()
+class Prepared(NamedTuple):
+    """The cursor (with its ETag) standing on a source that has bytes left, checked
+    unchanged, and what was done on the way to it."""
+
+    cursor: Cursor
+    etag: str | None
+    selected: _Selected
+
+    @property
+    def source(self) -> Source:
+        assert self.cursor.source is not None
+        return self.cursor.source
+
+
+def prepare(store: Store, source_url: str | None = None,
+            fetch: Fetcher = ingest.put) -> Prepared | ChunkExhausted:
+    """Bring the cursor onto the next source with bytes left (selecting, transcoding,
+    quarantining as needed, module docs), or `ChunkExhausted` when nothing is left.
+    Shared by the one-chunk cut and the backfill planner (ctr.backfill)."""
     cursor, etag = load_cursor(store)
     selected = _Selected(None)
     changed = False
@@ -386,7 +402,18 @@ def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
                   f"{source.lines} lines ({source.offset} bytes) were cut; raw objects "
                   "must be immutable")
         cursor.quarantine(source.raw_key, reason, source.size).save(store, etag)
-        return _cut_once(store, chunk_lines, source_url, fetch)
+        return prepare(store, source_url, fetch)
+    return Prepared(cursor, etag, selected)
+
+
+def _cut_once(store: Store, chunk_lines: int, source_url: str | None,
+              fetch: Fetcher) -> ChunkResult:
+    started = time.perf_counter()
+    prepared = prepare(store, source_url, fetch)
+    if isinstance(prepared, ChunkExhausted):
+        return prepared
+    cursor, etag, selected = prepared
+    source = prepared.source
     index = cursor.next_chunk
     key = layout.chunk_key(index)
     data, lines = read_lines(store, source.read_key, source.offset, source.size,

@@ -50,6 +50,16 @@ def state_key(name: str) -> str:
     return f"{STATE_PREFIX}{name}"
 
 
+# A backfill plan (ctr.backfill): the line-aligned byte ranges of the chunks of one
+# source's backlog, a JSON array the Distributed Map reads (create-only; the name is a
+# function of the cursor position and the chunk size, so a retry finds the same plan).
+BACKFILL_PREFIX = f"{STATE_PREFIX}backfill/"
+
+
+def backfill_plan_key(first_chunk: int, digest: str) -> str:
+    return f"{BACKFILL_PREFIX}plan_{first_chunk:06d}_{digest}.json"
+
+
 def index_of(key: str) -> int:
     """`chunks/chunk_000012.txt` or `parquet/part_000012.parquet` -> 12."""
     stem = key.rsplit("/", 1)[-1].split(".", 1)[0]

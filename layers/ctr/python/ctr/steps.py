@@ -111,9 +111,20 @@ type GuardResult = LeaseAcquired | LeaseBusy | LeaseReleased
 
 class ChunkEvent(StepEvent):
     """Anything (the state machine passes {"execution": ...}); `chunk_lines` (0 or
-    absent: the function's CHUNK_LINES) sets the chunk size for this run."""
+    absent: the function's CHUNK_LINES) sets the chunk size for this run.
 
+    `action` (ctr.backfill): "cut" (the default) cuts one chunk (`ChunkResult`);
+    "plan_backfill" plans the current source's backlog (`BackfillPlan`;
+    `backfill_concurrency` overrides the function's BACKFILL_CONCURRENCY, 0 = never
+    plan); "cut_range" cuts the planned chunk `item` (`RangeCut`); "finish_backfill"
+    moves the cursor past the chunks of `plan` (`BackfillFinished`).
+    """
+
+    action: Literal["cut", "plan_backfill", "cut_range", "finish_backfill"] = "cut"
     chunk_lines: int | None = None
+    backfill_concurrency: Annotated[int, pydantic.Field(ge=0)] | None = None
+    item: BackfillRange | None = None
+    plan: BackfillPlan | None = None
 
 
 class Downloaded(StepModel):
@@ -186,6 +197,77 @@ class ChunkExhausted(StepModel):
 
 
 type ChunkResult = Annotated[ChunkCut | ChunkExhausted, pydantic.Field(discriminator="status")]
+
+
+# --------------------------------------------------------------------------- backfill
+
+class BackfillRange(StepModel):
+    """One chunk of a backfill plan, one Distributed Map item (the plan object in S3 is
+    a JSON array of these): chunk `index` is bytes [start, end) of `read_key` (pinned by
+    `etag`), `lines` lines -- what the one-chunk cut would cut at that position."""
+
+    index: int
+    key: str
+    read_key: str
+    etag: str
+    start: int
+    end: int
+    lines: int
+
+
+class BackfillPlan(StepModel):
+    """{"action": "plan_backfill"}: "planned" when the current source has more than one
+    chunk of lines left -- the ranges are in the JSON array at `plan_key`, chunks
+    [first_chunk, end_chunk) from byte `start` (the cursor) to `size` -- else "none"
+    (`reason` says why) and the one-chunk cut runs as before."""
+
+    status: Literal["planned", "none"]
+    reason: str
+    chunk_lines: int
+    max_concurrency: int
+    seconds: float
+    plan_key: str | None = None
+    raw_key: str | None = None
+    read_key: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    start: int | None = None
+    first_chunk: int | None = None
+    end_chunk: int | None = None
+    chunks: int = 0
+    lines: int = 0
+    bytes: int = 0
+    downloaded: Downloaded | None = _absent()
+    transcoded: Transcoded | None = _absent()
+    quarantined: list[QuarantineNote] | None = _absent()
+
+
+class RangeCut(StepModel):
+    """{"action": "cut_range"}: one planned chunk written create-only, or adopted
+    (`reused_existing_chunk`) after checking it is those bytes."""
+
+    index: int
+    key: str
+    lines: int
+    bytes: int
+    reused_existing_chunk: bool
+    seconds: float
+
+
+class BackfillFinished(StepModel):
+    """{"action": "finish_backfill"}: every planned chunk exists and the cursor was moved
+    past them at once ("finished"), or a concurrent run had already moved it
+    ("already_finished": nothing changed)."""
+
+    status: Literal["finished", "already_finished"]
+    first_chunk: int
+    end_chunk: int
+    chunks: int
+    lines: int
+    bytes: int
+    next_chunk: int
+    lines_total: int
+    source_finished: bool
 
 
 # --------------------------------------------------------------------------- plan + aggregate
