@@ -133,6 +133,9 @@ def hex_keys(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray
     else:
         keys[rows[good]] = values[good]
         valid[rows[good]] = True
+    # A null slot may still hold 8 bytes in the data buffer (Arrow does not require
+    # null slots to be empty): it is missing, never a valid key.
+    valid &= ~missing
     return keys, missing, valid
 
 
