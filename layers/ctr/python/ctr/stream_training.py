@@ -119,7 +119,7 @@ class _PartReader:
         self.store, self.window = store, window
         self.digests: dict[str, str] = {}
 
-    def read(self, key: str) -> pa.Table:
+    def read(self, key: str) -> pq.ParquetFile:
         body = self.store.get(key).body
         digest = hashlib.sha256(body).hexdigest()[:16]
         known = self.digests.setdefault(key, digest)
@@ -128,29 +128,34 @@ class _PartReader:
         self.window.slices = [s if s.key != key else
                               Slice(s.key, s.index, s.offset, s.rows, digest, s.role)
                               for s in self.window.slices]
-        return pq.read_table(pa.BufferReader(body))
+        return pq.ParquetFile(pa.BufferReader(body))
 
     def batches(self, role: str, batch_rows: int, newest: int | None = None
                 ) -> Iterator[tuple[pa.Table, int]]:
         """(rows, index of the first row within the role) of one role, in time order,
-        at most `batch_rows` at a time; `newest`: only the role's newest rows."""
+        at most `batch_rows` at a time, decoded batch by batch (a whole part is never
+        decoded at once); `newest`: only the role's newest rows."""
         slices = [s for s in self.window.slices if s.role == role]
         total = sum(s.rows for s in slices)
         skip = 0 if newest is None else max(0, total - newest)
-        first = 0
+        first = 0                                   # role index of the slice's first row
         for s in slices:
-            if first + s.rows <= skip:
-                first += s.rows
-                continue
-            table = self.read(s.key).slice(s.offset, s.rows)
-            lo = max(0, skip - first)
-            for start in range(lo, s.rows, batch_rows):
-                yield table.slice(start, batch_rows), first + start
+            if first + s.rows > skip:
+                lo = s.offset + max(0, skip - first)        # part rows [lo, hi) wanted
+                hi = s.offset + s.rows
+                row = 0                                     # part row of the batch start
+                for batch in self.read(s.key).iter_batches(batch_size=batch_rows):
+                    a, b = max(lo, row), min(hi, row + batch.num_rows)
+                    if a < b:
+                        yield (pa.Table.from_batches([batch]).slice(a - row, b - a),
+                               first + a - s.offset)
+                    row += batch.num_rows
+                    if row >= hi:
+                        break
             first += s.rows
-            del table
 
     def table(self, role: str, newest: int | None = None) -> pa.Table:
-        parts = [t for t, _ in self.batches(role, 1 << 62, newest)]
+        parts = [t for t, _ in self.batches(role, DEFAULT_BATCH_ROWS, newest)]
         return pa.concat_tables(parts).combine_chunks() if parts else pa.table({})
 
 
