@@ -39,6 +39,7 @@ def test_both_trainers_run_on_the_same_window_with_the_same_quality(tmp_path):
 def test_the_quick_plan_gives_streamed_figures_against_in_memory_ones(monkeypatch):
     def fake_child(directory, rows, mode, nthread=1):
         return {"mode": mode, "rows": rows, "rows_per_s": 100.0 if mode == "stream" else 50.0,
+                "rows_per_cpu_s": 300.0 if mode == "stream" else 200.0, "cpu_seconds": 1.0,
                 "seconds": 1.0, "peak_rss_mb": 300.0 if mode == "stream" else 600.0,
                 "logloss": 0.43, "auc": 0.8, "normalized_gap": 0.1, "rounds": 9,
                 "loadavg": [1.0, 2.0]}
@@ -51,4 +52,5 @@ def test_the_quick_plan_gives_streamed_figures_against_in_memory_ones(monkeypatc
     assert len(runs) == 4
     assert by_id["training.scale.20000.peak_rss_mb"]["ratio"] == 0.5
     assert by_id["training.scale.20000.rows_per_s"]["ratio"] == 2.0
+    assert by_id["training.scale.20000.rows_per_cpu_s"]["ratio"] == 1.5
     assert "load avg 1.0-2.0" in by_id["training.scale.20000.rows_per_s"]["note"]

@@ -144,7 +144,7 @@ def run_in_process(directory: Path, rows: int, mode: str, nthread: int = 1
     return {"mode": mode, "rows": window_rows,
             "train_rows": int(result.metrics["train_rows"]),
             "holdout_rows": int(result.metrics["holdout_rows"]), "seconds": seconds,
-            "cpu_seconds": cpu_seconds,
+            "cpu_seconds": cpu_seconds, "rows_per_cpu_s": window_rows / max(cpu_seconds, 1e-9),
             "rows_per_s": window_rows / seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "logloss": ll, "auc": result.metrics["holdout_auc"],
@@ -207,6 +207,12 @@ def figures(plan: Plan, echo: Echo) -> tuple[list[Figure], list[dict[str, Any]]]
                        f"{rows:,} rows", med(st, "rows_per_s"), "rows/s", better="higher",
                        n=len(st), spread=min_max([r["rows_per_s"] for r in st]),
                        baseline=("in-memory trainer", med(mem, "rows_per_s")), note=note),
+                figure(f"training.scale.{rows}.rows_per_cpu_s", f"streamed trainer rows "
+                       f"per CPU-second, {rows:,} rows", med(st, "rows_per_cpu_s"),
+                       "rows/CPU-s", better="higher", n=len(st),
+                       spread=min_max([r["rows_per_cpu_s"] for r in st]),
+                       baseline=("in-memory trainer", med(mem, "rows_per_cpu_s")),
+                       note=f"{note}; CPU time of all the child's threads, less load-bound"),
                 figure(f"training.scale.{rows}.logloss", f"streamed trainer holdout "
                        f"logloss, {rows:,} rows", med(st, "logloss"), "nats",
                        better="lower", n=len(st),
