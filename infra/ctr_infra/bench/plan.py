@@ -24,6 +24,10 @@ class Plan:
     # 2-core machine all-core OpenMP was measured 8x slower (10,000 rows), which would
     # make the figure measure the neighbours; the ratio to the seed is per core.
     train_nthread: int = 1
+    # Streamed against in-memory trainer (ctr_infra.bench.train_scale): window sizes,
+    # and runs of each trainer per size (a child process each, for its peak RSS).
+    train_scale_rows: tuple[int, ...] = (1_000_000,)
+    train_scale_repeats: int = 3
     monitor_rows: int = 1_000_000
     monitor_train_rows: int = 200_000
     pipeline_lines: int = 1_000_000
@@ -47,7 +51,8 @@ class Plan:
 
 FULL = Plan(mode="full")
 QUICK = replace(FULL, mode="quick", data_chunk_lines=2_000, data_repeats=2,
-                train_rows=10_000, monitor_rows=20_000,
+                train_rows=10_000, train_scale_rows=(20_000,), train_scale_repeats=1,
+                monitor_rows=20_000,
                 monitor_train_rows=20_000, pipeline_lines=20_000,
                 pipeline_timeout_s=600.0, serve_requests=200, serve_api_requests=40,
                 serve_http_rows=(1, 100), serve_rounds=1, cold_starts=2, warm_invokes=10,

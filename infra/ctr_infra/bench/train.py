@@ -32,6 +32,7 @@ import xgboost as xgb
 from ctr import metrics, synth
 from ctr.schema import CAT_COLUMNS, FEATURE_COLUMNS, LABEL
 from ctr.training import TrainParams, WindowSpec, fit
+from ctr_infra.bench import train_scale
 from ctr_infra.bench.plan import LAMBDA_MAX_MEMORY_MB, Echo, Plan
 from ctr_infra.bench.report import SectionResult, figure, markdown_table, timed
 
@@ -143,7 +144,9 @@ def section(plan: Plan, echo: Echo) -> SectionResult:
                "gap", better="lower", baseline=(seed_name, seed["normalized_gap"]),
                note=bounds),
     ]
-    return figures, report
+    # Streamed against in-memory on the same window, a child process per run.
+    scale_figures, report["scale"] = train_scale.figures(plan, echo)
+    return [*figures, *scale_figures], report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,9 @@ holdout metrics.
   small for an honest holdout (`holdout_min_rows` more than half of it) is refused with
   `NotEnoughData`.
 * Data path: Parquet bytes -> Arrow table -> `FeatureTransform.encode` (NumPy float32)
-  -> `QuantileDMatrix`; no pandas frame is built.
+  -> `QuantileDMatrix`; no pandas frame is built. `load_window` + `fit` hold the whole
+  window; the train step uses `ctr.stream_training.fit_window`, which gives the same
+  window, transform and features part by part without holding the training rows.
 * Model: XGBoost `hist` with the seed's settings (max_depth 8, eta 0.15, up to 200
   rounds) plus early stopping on the validation logloss (see `TrainParams`); the
   booster is cut back to its best round.
@@ -50,11 +52,12 @@ from ctr.predictor import Predictor
 from ctr.schema import LABEL, read_part
 from ctr.storage import Store
 
-# Fit time and peak memory grow about linearly with the rows; 4M training rows need
-# ~5 GB and ~2 min single-threaded (docs/measurements.md, "Training window sizing"):
-# well inside Lambda's 10,240 MB and 900 s, with margin for real Criteo data (wider
-# vocabularies, more rounds) and slower networks to the tracking server.
-DEFAULT_MAX_TRAIN_ROWS = 4_000_000
+# The train step trains streamed (ctr.stream_training): measured on one thread, a
+# 10M-row window peaked at 3.0 GB and 4M rows took 133 CPU-seconds (README, "Training
+# at scale"); 10M rows stay within half of Lambda's 900 s and a third of its 10,240 MB,
+# the margin kept for real Criteo data (wider vocabularies, more rounds), the gate's
+# scoring and MLflow logging after the fit, and vCPUs slower than the machine measured.
+DEFAULT_MAX_TRAIN_ROWS = 10_000_000
 CURVE_SAMPLE_ROWS = 100_000
 
 
@@ -133,12 +136,12 @@ class Slice:
         return f"{self.key}[{self.offset}:{self.offset + self.rows}]@{self.digest}"
 
 
-@dataclass
-class Window:
-    train: pa.Table
-    validation: pa.Table
-    holdout: pa.Table
+class WindowViews:
+    """What a run records about its window, from its slices alone (and the holdout
+    rows, which the promotion gate scores)."""
+
     slices: list[Slice]
+    holdout: pa.Table
 
     @property
     def first_part(self) -> int:
@@ -148,9 +151,12 @@ class Window:
     def last_part(self) -> int:
         return max(s.index for s in self.slices)
 
+    def role_rows(self, role: str) -> int:
+        return sum(s.rows for s in self.slices if s.role == role)
+
     @property
     def rows(self) -> int:
-        return self.train.num_rows + self.validation.num_rows + self.holdout.num_rows
+        return sum(s.rows for s in self.slices)
 
     def ranges(self, role: str) -> str:
         """The exact rows of one role, e.g. `parquet/part_000003.parquet[0:5000]@3f2a...`."""
@@ -159,8 +165,16 @@ class Window:
     def describe(self) -> str:
         """Human-readable data window, stored as the version tag `data_window`."""
         return (f"parquet parts {self.first_part}-{self.last_part}, {self.rows} rows "
-                f"(train {self.train.num_rows}, validation {self.validation.num_rows}, "
-                f"holdout {self.holdout.num_rows})")
+                f"(train {self.role_rows('training')}, validation "
+                f"{self.role_rows('validation')}, holdout {self.role_rows('holdout')})")
+
+
+@dataclass
+class Window(WindowViews):
+    train: pa.Table
+    validation: pa.Table
+    holdout: pa.Table
+    slices: list[Slice]
 
 
 @dataclass
@@ -288,17 +302,7 @@ def fit(train: pa.Table, validation: pa.Table, holdout: pa.Table,
     dcurve = as_dmatrix(x_train[sample], y_train[sample])
     del x_train                    # the quantised copy inside dtrain is all XGBoost needs
     dval = as_dmatrix(transform.encode(validation), y_val)
-    booster_params = params.booster_params()
-    evals_result: dict[str, dict[str, list[float]]] = {}
-    callbacks: Sequence[xgb.callback.TrainingCallback] = [
-        xgb.callback.EarlyStopping(rounds=params.early_stopping_rounds, save_best=True,
-                                   data_name="validation", metric_name="logloss",
-                                   min_delta=params.early_stopping_min_delta)
-    ] if params.early_stopping_rounds > 0 and params.num_boost_round > 1 else []
-    booster = xgb.train(booster_params, dtrain, num_boost_round=params.num_boost_round,
-                        evals=[(dcurve, "train"), (dval, "validation")],
-                        evals_result=evals_result, verbose_eval=False,
-                        callbacks=list(callbacks))
+    booster, evals_result = train_booster(params, dtrain, dcurve, dval)
     predictions = booster.predict(as_dmatrix(transform.encode(holdout))).astype(np.float64)
     seconds = time.perf_counter() - started
     result_metrics = {
@@ -317,6 +321,24 @@ def fit(train: pa.Table, validation: pa.Table, holdout: pa.Table,
     }
     return FitResult(Predictor(booster, transform), params, result_metrics, y_hold,
                      predictions, evals_result)
+
+
+def train_booster(params: TrainParams, dtrain: xgb.DMatrix, dcurve: xgb.DMatrix,
+                  dval: xgb.DMatrix) -> tuple[xgb.Booster, dict[str, dict[str, list[float]]]]:
+    """Boost on `dtrain` with early stopping on `dval` (`dcurve`: the learning curve's
+    training side); the booster is cut back to its best round."""
+    evals_result: dict[str, dict[str, list[float]]] = {}
+    callbacks: Sequence[xgb.callback.TrainingCallback] = [
+        xgb.callback.EarlyStopping(rounds=params.early_stopping_rounds, save_best=True,
+                                   data_name="validation", metric_name="logloss",
+                                   min_delta=params.early_stopping_min_delta)
+    ] if params.early_stopping_rounds > 0 and params.num_boost_round > 1 else []
+    booster = xgb.train(params.booster_params(), dtrain,
+                        num_boost_round=params.num_boost_round,
+                        evals=[(dcurve, "train"), (dval, "validation")],
+                        evals_result=evals_result, verbose_eval=False,
+                        callbacks=list(callbacks))
+    return booster, evals_result
 
 
 def params_dict(params: TrainParams, max_train_rows: int) -> dict[str, str | int | float]:

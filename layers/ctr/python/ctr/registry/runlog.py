@@ -36,7 +36,7 @@ from ctr.registry import names
 from ctr.registry.decision import Decision
 from ctr.registry.versions import is_mlflow_error
 from ctr.schema import CAT_COLUMNS, INT_COLUMNS, LABEL
-from ctr.training import FitResult, Window, params_dict
+from ctr.training import FitResult, WindowViews, params_dict
 
 _TRANSIENT_MLFLOW_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE",
                            "REQUEST_LIMIT_EXCEEDED"}
@@ -99,7 +99,7 @@ def _dataset_schema() -> Schema:
     return Schema(specs)
 
 
-def log_run(client: MlflowClient, experiment_id: str, result: FitResult, window: Window, *,
+def log_run(client: MlflowClient, experiment_id: str, result: FitResult, window: WindowViews, *,
             bucket: str, max_train_rows: int, execution: str,
             baseline: Baseline | None = None) -> tuple[str, ModelInfo]:
     """One MLflow run with params, metrics, learning curve, dataset inputs, plots, the
@@ -156,7 +156,7 @@ def _example_frame(encoded: np.ndarray) -> Any:
 
 
 def register(client: MlflowClient, model_name: str, run_id: str, model_info: ModelInfo,
-             result: FitResult, window: Window, execution: str) -> int:
+             result: FitResult, window: WindowViews, execution: str) -> int:
     """A new version, tagged `candidate` until the gate decides."""
     ensure_registered_model(client, model_name)
     tags = {
@@ -181,7 +181,7 @@ def register(client: MlflowClient, model_name: str, run_id: str, model_info: Mod
 _TAG_LIMIT = 5000          # MLflow's maximum tag value length
 
 
-def _range_tags(window: Window) -> dict[str, str]:
+def _range_tags(window: WindowViews) -> dict[str, str]:
     """The exact rows of each role (part[offset:end]@digest), as run and version tags."""
     return {f"data_{role}_rows": window.ranges(role)[:_TAG_LIMIT]
             for role in ("training", "validation", "holdout")}

@@ -18,21 +18,15 @@ from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 
+from ctr.monitoring.baseline import MAX_ROWS as BASELINE_ROWS
 from ctr.monitoring.baseline import build_baseline
 from ctr.registry import audit, names, runlog, versions
 from ctr.registry import gate as gating
 from ctr.registry.decision import GatePolicy
 from ctr.steps import TrainResult
 from ctr.storage import Store
-from ctr.training import (
-    NotEnoughData,
-    TrainParams,
-    WindowSpec,
-    fit,
-    load_window,
-    newest_part_index,
-    rows_after,
-)
+from ctr.stream_training import fit_window, plan_window, read_role
+from ctr.training import NotEnoughData, TrainParams, WindowSpec, newest_part_index, rows_after
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +80,13 @@ def train_and_register(store: Store, client: MlflowClient, *, model_name: str,
             if reason:
                 return _skipped(reason)
         try:
-            window = load_window(store, policy.window)
+            # Streamed: the training rows are never held at once (ctr.stream_training).
+            window, result = fit_window(store, policy.window, params)
         except NotEnoughData as err:
             return _skipped(err.message)
-        result = fit(window.train, window.validation, window.holdout, params)
         # What monitoring compares new parts and served traffic with (issue 14).
-        baseline = build_baseline(window.train, result.holdout_predictions,
-                                  result.predictor.transform)
+        baseline = build_baseline(read_role(store, window, "training", BASELINE_ROWS),
+                                  result.holdout_predictions, result.predictor.transform)
         run_id, model_info = runlog.log_run(
             client, runlog.ensure_experiment(client, experiment_name), result, window,
             bucket=store.bucket, max_train_rows=policy.window.max_rows, execution=execution,
@@ -135,7 +129,7 @@ def _finish_pending_gate(store: Store, client: MlflowClient, model_name: str,
     log.warning("%s v%s was never gated; gating it now", model_name, version)
     run_id = versions.run_id_of(versions.get_version(client, model_name, version))
     run = client.get_run(run_id)
-    holdout = load_window(store, policy.window).holdout
+    holdout = read_role(store, plan_window(store, policy.window), "holdout")
     audit.record_registered(recorder, model_name=model_name, version=version)
     decision = gating.gate(client, model_name, version,
                            versions.load_predictor(client, model_name, version), holdout,
