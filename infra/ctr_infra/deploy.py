@@ -19,6 +19,13 @@ The template is the single source of truth. For the local cloud only packaging c
   outputs gone (measured).
 Everything else goes through unchanged.
 
+After the stack is deployed, `apply_snapstart` gives SnapStart to the functions that
+declare it: LocalStack 2026.3's CloudFormation handler for AWS::Lambda::Function drops
+the `SnapStart` property (measured: the version it publishes has ApplyOn None), so it is
+set through the Lambda API and, for a function behind an alias, a version is published
+with it and the alias moved -- what the deploy does in AWS. The process executor then
+snapshots that version (see infra/lambda_executor).
+
 One limit of the emulator shows through: LocalStack 2026.3 does not implement updating
 an API Gateway RestApi from CloudFormation (its update handler raises
 NotImplementedError and the stack update still "completes"), so a change of the API's
@@ -38,7 +45,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 from cfnlint.decode import cfn_yaml
 
-from ctr_infra.localcloud import CloudConfig, CloudError, api_url, boto3_client, repo_root
+from ctr_infra.localcloud import (
+    CloudConfig,
+    CloudError,
+    api_url,
+    boto3_client,
+    publish_to_aliases,
+    repo_root,
+)
 
 HOT_RELOAD_BUCKET = "hot-reload"  # LocalStack's BUCKET_MARKER_LOCAL
 # What an image function runs as locally: the base image's Python and the image's CMD.
@@ -203,7 +217,51 @@ def deploy(cfg: CloudConfig, parameters: dict[str, str], timeout_s: float = 300)
     if status not in DONE:
         reasons = _failure_reasons(cfn, cfg.stack_name)
         raise CloudError(f"stack {cfg.stack_name} ended in {status}:\n{reasons}")
+    apply_snapstart(cfn, boto3_client(cfg, "lambda"), cfg.stack_name, template, timeout_s)
     return stack_outputs(cfg)
+
+
+def snapstart_functions(template: dict[str, Any]) -> dict[str, str]:
+    """Logical function name -> its SnapStart ApplyOn, for functions that turn it on."""
+    default = template.get("Globals", {}).get("Function", {}).get("SnapStart", {})
+    found = {}
+    for name, res in template.get("Resources", {}).items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        apply_on = res.get("Properties", {}).get("SnapStart", default).get("ApplyOn", "None")
+        if apply_on != "None":
+            found[name] = apply_on
+    return found
+
+
+def apply_snapstart(cfn: Any, lam: Any, stack_name: str, template: dict[str, Any],
+                    timeout_s: float = 300, every_s: float = 0.2) -> list[str]:
+    """Set SnapStart where the template declares it and the emulator dropped it; publish a
+    version with it behind the function's aliases if they point at one without. Idempotent:
+    nothing happens when the live version already has it. The functions changed."""
+    wanted = snapstart_functions(template)
+    deadline = time.monotonic() + timeout_s
+    changed = []
+    for logical, apply_on in sorted(wanted.items()):
+        name = cfn.describe_stack_resource(StackName=stack_name, LogicalResourceId=logical)[
+            "StackResourceDetail"]["PhysicalResourceId"]
+        latest = lam.get_function_configuration(FunctionName=name)
+        if latest.get("SnapStart", {}).get("ApplyOn") != apply_on:
+            lam.update_function_configuration(FunctionName=name,
+                                              SnapStart={"ApplyOn": apply_on})
+            while lam.get_function_configuration(FunctionName=name).get(
+                    "LastUpdateStatus") != "Successful":
+                if time.monotonic() > deadline:
+                    raise CloudError(f"{name}: SnapStart update not live in time")
+                time.sleep(every_s)
+        aliases = lam.list_aliases(FunctionName=name).get("Aliases", [])
+        live = [lam.get_function_configuration(FunctionName=name,
+                                               Qualifier=a["FunctionVersion"])
+                for a in aliases]
+        if any(c.get("SnapStart", {}).get("ApplyOn") != apply_on for c in live):
+            publish_to_aliases(lam, name, deadline, every_s)
+            changed.append(logical)
+    return changed
 
 
 def stack_outputs(cfg: CloudConfig) -> dict[str, str]:

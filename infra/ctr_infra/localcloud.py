@@ -355,6 +355,25 @@ DATA_PREFIXES = ("raw/", "chunks/", "parquet/", "rejects/", "serving/", "state/"
                  "monitoring/", "predictions/")
 
 
+def publish_to_aliases(lam: Any, name: str, deadline: float, every_s: float = 0.2) -> str | None:
+    """A function behind aliases (AutoPublishAlias) runs a published, immutable version:
+    publish $LATEST's configuration, wait until the version is Active (with SnapStart,
+    after its snapshot) and move every alias to it, as a deploy of the changed template
+    does. The new version, or None when the function has no alias."""
+    aliases = lam.list_aliases(FunctionName=name).get("Aliases", [])
+    if not aliases:
+        return None
+    version = str(lam.publish_version(FunctionName=name)["Version"])
+    while lam.get_function_configuration(FunctionName=name, Qualifier=version).get(
+            "State") != "Active":
+        if time.monotonic() > deadline:
+            raise CloudError(f"{name}: version {version} not active in time")
+        time.sleep(every_s)
+    for alias in aliases:
+        lam.update_alias(FunctionName=name, Name=alias["Name"], FunctionVersion=version)
+    return version
+
+
 @dataclass
 class Stack:
     """The stack deployed on a local cloud: its config, its outputs, and one boto3 client
@@ -406,14 +425,4 @@ class Stack:
         # A function behind an alias (AutoPublishAlias: predict's `live`, which the API
         # invokes) runs a published, immutable version: publish the new configuration and
         # move the alias to it, as a deploy of the changed template does.
-        aliases = lam.list_aliases(FunctionName=name).get("Aliases", [])
-        if aliases:
-            version = lam.publish_version(FunctionName=name)["Version"]
-            while lam.get_function_configuration(FunctionName=name, Qualifier=version).get(
-                    "State") != "Active":
-                if time.monotonic() > deadline:
-                    raise CloudError(f"{name}: version {version} not active after "
-                                     f"{timeout_s:.0f}s")
-                time.sleep(every_s)
-            for alias in aliases:
-                lam.update_alias(FunctionName=name, Name=alias["Name"], FunctionVersion=version)
+        publish_to_aliases(lam, name, deadline, every_s)

@@ -1,9 +1,9 @@
-# Container image of a Lambda function too big for a zip package: train and reload
-# (layers/deps-train, 555 MB unzipped) and predict (layers/deps-serve, 384 MB) against
-# Lambda's 250 MB limit (measured by `python -m ctr_infra.sizes`).
+# Container image of a Lambda function too big for a zip package: train, reload and
+# monitor (layers/deps-train, 555 MB unzipped) against Lambda's 250 MB limit (measured by
+# `python -m ctr_infra.sizes`). predict and score are zip functions (DepsServeLayer).
 #
 # Built by `sam build` from the repository root (template.yaml: DockerContext ".",
-# DockerBuildArgs FUNCTION/DEPS, DockerBuildTarget "function" or "predict"); the root
+# DockerBuildArgs FUNCTION/DEPS, DockerBuildTarget "function"); the root
 # .dockerignore keeps the build context to what is copied here. By hand:
 #   docker build -f infra/images/function.Dockerfile --target function \
 #     --build-arg FUNCTION=train --build-arg DEPS=deps-train .
@@ -27,7 +27,3 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.
 COPY layers/ctr/python/ctr ${LAMBDA_TASK_ROOT}/ctr
 COPY functions/${FUNCTION}/app.py ${LAMBDA_TASK_ROOT}/
 CMD ["app.lambda_handler"]
-
-# predict also serves the static web page from ${LAMBDA_TASK_ROOT}/web.
-FROM function AS predict
-COPY web ${LAMBDA_TASK_ROOT}/web

@@ -157,3 +157,53 @@ def test_a_template_over_cloudformations_body_limit_goes_by_url():
     assert source == {"TemplateURL": f"http://127.0.0.1:4566/ctr-templates/{key}"}
     assert stored == body.encode()
     assert deploy.template_source(s3, "http://127.0.0.1:4566", "Ctr", body) == source
+
+
+def test_snapstart_is_declared_for_predict_only():
+    assert deploy.snapstart_functions(TEMPLATE) == {"PredictFunction": "PublishedVersions"}
+
+
+class FakeLambdaForSnapStart:
+    """$LATEST, published versions and aliases, as much as apply_snapstart uses."""
+
+    def __init__(self, snapstart: str = "None") -> None:
+        self.latest = {"SnapStart": {"ApplyOn": snapstart}, "LastUpdateStatus": "Successful"}
+        self.versions = {"1": dict(self.latest, State="Active")}
+        self.aliases = {"live": "1"}
+        self.calls: list[str] = []
+
+    def get_function_configuration(self, FunctionName, Qualifier=None):
+        return self.latest if Qualifier is None else self.versions[Qualifier]
+
+    def update_function_configuration(self, FunctionName, SnapStart):
+        self.calls.append("update")
+        self.latest = dict(self.latest, SnapStart=SnapStart)
+
+    def list_aliases(self, FunctionName):
+        return {"Aliases": [{"Name": n, "FunctionVersion": v} for n, v in self.aliases.items()]}
+
+    def publish_version(self, FunctionName):
+        self.calls.append("publish")
+        version = str(len(self.versions) + 1)
+        self.versions[version] = dict(self.latest, State="Active")
+        return {"Version": version}
+
+    def update_alias(self, FunctionName, Name, FunctionVersion):
+        self.aliases[Name] = FunctionVersion
+
+
+class FakeStackResources:
+    def describe_stack_resource(self, StackName, LogicalResourceId):
+        return {"StackResourceDetail": {"PhysicalResourceId": f"stack-{LogicalResourceId}"}}
+
+
+def test_apply_snapstart_sets_it_publishes_a_version_and_moves_the_alias_once():
+    lam = FakeLambdaForSnapStart()
+    assert deploy.apply_snapstart(FakeStackResources(), lam, "stack", TEMPLATE) == [
+        "PredictFunction"]
+    assert lam.calls == ["update", "publish"]
+    assert lam.aliases == {"live": "2"}
+    assert lam.versions["2"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    # the next deploy finds it done (or a deploy that published with it already)
+    assert deploy.apply_snapstart(FakeStackResources(), lam, "stack", TEMPLATE) == []
+    assert lam.calls == ["update", "publish"]

@@ -92,11 +92,13 @@ def test_dockerfile_matches_lambda_conventions_and_local_mode():
     # AWS's Lambda base image for the template's runtime, then stages built on it.
     assert bases[0] == f"public.ecr.aws/lambda/python:{LOCAL_RUNTIME.removeprefix('python')}"
     assert set(bases[1:]) <= dockerfile_stages()
+    # One stage: predict and score are zip functions, the page ships in their zip.
+    assert dockerfile_stages() == {"function"}
     assert re.findall(r"^CMD\s+\[\"([^\"]+)\"\]", text, re.M) == [LOCAL_HANDLER]
     assert {"FUNCTION", "DEPS"} <= set(re.findall(r"^ARG\s+(\w+)", text, re.M))
     copied = re.findall(r"^COPY\s+(\S+)\s", text, re.M)
     assert copied == ["layers/${DEPS}/requirements.txt", "layers/ctr/python/ctr",
-                      "functions/${FUNCTION}/app.py", "web"]
+                      "functions/${FUNCTION}/app.py"]
 
 
 def docker_ignored(path: str, patterns: list[str]) -> bool:
@@ -119,11 +121,11 @@ def test_dockerignore_sends_only_what_the_images_copy():
                 if line.strip() and not line.startswith("#")]
     for needed in ("infra/images/function.Dockerfile", "functions/train/app.py",
                    "layers/deps-train/requirements.txt", "layers/deps-serve/requirements.txt",
-                   "layers/ctr/python/ctr/__init__.py", "layers/ctr/python/ctr/serving/app.py",
-                   "web/index.html"):
+                   "layers/ctr/python/ctr/__init__.py", "layers/ctr/python/ctr/serving/app.py"):
         assert (ROOT / needed).exists() and not docker_ignored(needed, patterns), needed
     for kept_out in (".local/venvs/dev/bin/python", ".git/HEAD", "tests/unit/test_template.py",
-                     "layers/ctr/python/ctr/__pycache__/x.cpython-313.pyc", "README.md"):
+                     "layers/ctr/python/ctr/__pycache__/x.cpython-313.pyc", "README.md",
+                     "web/index.html"):
         assert docker_ignored(kept_out, patterns), kept_out
 
 

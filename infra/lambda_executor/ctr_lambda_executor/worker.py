@@ -13,7 +13,10 @@ Lambda semantics kept here:
 - stdout/stderr of the handler become the invocation's log (START/END/REPORT lines
   like Lambda's), returned to LocalStack (-> CloudWatch Logs) and appended to a
   per-function log file;
-- code given as a local directory (hot reload) is re-imported when a file changes.
+- code given as a local directory (hot reload) is re-imported when a file changes;
+- SnapStart: an environment of a version with a `SnapshotTemplate` is a fork of the
+  template (imports done, before-snapshot hooks run) instead of a fresh interpreter;
+  if the template cannot serve it, the environment cold-starts as any other.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
 from ctr_lambda_executor.bootstrap import END_MARKER
 
@@ -69,6 +74,20 @@ def python_path_for(code_dir: Path, layer_dirs: Iterable[Path]) -> list[str]:
     return paths
 
 
+def runtime_env(spec: WorkerSpec) -> dict[str, str]:
+    """The environment of the function's process (without the executor's pipe fds)."""
+    env = {k: os.environ[k] for k in HOST_ENV_KEEP if k in os.environ}
+    env.update(spec.env)
+    env.update({
+        "_HANDLER": spec.handler,
+        "PYTHONPATH": os.pathsep.join(python_path_for(spec.code_dir, spec.layer_dirs)),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "CTR_CODE_DIR": str(spec.code_dir),
+    })
+    return env
+
+
 def source_mtime(dirs: Iterable[Path]) -> float:
     """Newest modification time of any Python file below `dirs` (hot-reload check)."""
     newest = 0.0
@@ -82,38 +101,177 @@ def source_mtime(dirs: Iterable[Path]) -> float:
     return newest
 
 
-class Worker:
-    def __init__(self, spec: WorkerSpec, log_sink: Callable[[str], None] | None = None) -> None:
+class SnapshotUnavailable(RuntimeError):
+    """The version's snapshot template cannot give an environment (it failed, exited,
+    or its sources changed): the caller cold-starts instead."""
+
+
+class SnapshotTemplate:
+    """The local stand-in for a SnapStart snapshot: one process per published version
+    that imported the handler module and ran the before-snapshot hooks, then forks a
+    copy per new execution environment (bootstrap.template_main)."""
+
+    def __init__(self, spec: WorkerSpec, label: str = "",
+                 log_sink: Callable[[str], None] | None = None,
+                 omp_threads: str | None = "1") -> None:
         self.spec = spec
+        self.label = label or spec.function_name
+        # GNU OpenMP is not fork-safe: once a process ran a parallel region with more
+        # than one thread, a fork's next such region waits forever for the parent's pool
+        # threads. XGBoost starts one even to load a model with nthread=1, so the
+        # template's OpenMP runtime is initialised with one thread; copies inherit that
+        # default (calls with an explicit nthread > 1 still get fresh threads).
+        self.omp_threads = omp_threads
         self.proc: subprocess.Popen[bytes] | None = None
-        self._cmd = None
+        self._ctl: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._lines: deque[str] = deque(maxlen=2000)
+        self._log_sink = log_sink
+        self._started_mtime = 0.0
+        self.init_s: float | None = None
+        self.forks = 0
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Take the snapshot; SnapshotUnavailable (with the template's output) if not."""
+        spec = self.spec
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = runtime_env(spec)
+        env["CTR_TEMPLATE_FD"] = str(theirs.fileno())
+        if self.omp_threads:
+            env["OMP_NUM_THREADS"] = self.omp_threads
+        if spec.hot_reload:
+            self._started_mtime = source_mtime([spec.code_dir, *spec.layer_dirs])
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [spec.python, "-s", str(BOOTSTRAP)],
+            env=env, cwd=str(spec.code_dir), pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        theirs.close()
+        self._ctl = ours
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._pump_output, args=(self.proc.stdout,),
+                         daemon=True).start()
+        msg = self._receive(timeout_s)
+        if msg is None or msg.get("type") != "snapshot_ready":
+            self.stop()
+            why = (f"no snapshot within {timeout_s:.0f}s" if msg is None
+                   else json.dumps(msg.get("error") or msg)[:2000])
+            raise SnapshotUnavailable(f"{self.label}: snapshot failed: {why}\n"
+                                      f"{self.recent_logs(40)}")
+        self.init_s = float(msg.get("init_s") or 0.0)
+        self._log(f"[snapstart] {self.label}: snapshot taken in "
+                  f"{time.monotonic() - started:.2f}s (init {self.init_s:.2f}s)\n")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stale(self) -> bool:
+        if not self.spec.hot_reload:
+            return False
+        return source_mtime([self.spec.code_dir, *self.spec.layer_dirs]) > self._started_mtime
+
+    def spawn(self, env: dict[str, str], fds: tuple[int, int, int],
+              timeout_s: float = 30.0) -> int:
+        """Fork one restored environment with `env` and (command read end, result write
+        end, output write end); its pid."""
+        with self._lock:
+            if not self.alive() or self._ctl is None:
+                raise SnapshotUnavailable(f"{self.label}: the snapshot template is not "
+                                          "running")
+            if self.stale():
+                raise SnapshotUnavailable(f"{self.label}: sources changed since the "
+                                          "snapshot")
+            request = json.dumps({"env": env, "watch_pid": os.getpid()}).encode()
+            try:
+                socket.send_fds(self._ctl, [request], list(fds))
+                answer = self._receive(timeout_s)
+            except OSError as err:
+                answer = {"error": f"{type(err).__name__}: {err}"}
+            if answer is None or "pid" not in answer:
+                raise SnapshotUnavailable(f"{self.label}: fork failed: "
+                                          f"{(answer or {}).get('error', 'no answer')}")
+            self.forks += 1
+            return int(answer["pid"])
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        ctl, self._ctl = self._ctl, None
+        if ctl is not None:
+            ctl.close()
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def _receive(self, timeout_s: float) -> dict[str, Any] | None:
+        if self._ctl is None:
+            return None
+        ready, _, _ = select.select([self._ctl], [], [], timeout_s)
+        if not ready:
+            return None
+        data = self._ctl.recv(1 << 20)
+        return json.loads(data) if data else {"type": "exit"}
+
+    def _pump_output(self, stream: BinaryIO) -> None:
+        for raw in iter(stream.readline, b""):
+            self._log(raw.decode("utf-8", "replace"))
+
+    def _log(self, line: str) -> None:
+        self._lines.append(line)
+        if self._log_sink:
+            self._log_sink(line)
+        if self.spec.log_file:
+            try:
+                with open(self.spec.log_file, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError:
+                pass
+
+    def recent_logs(self, n: int = 200) -> str:
+        return "".join(list(self._lines)[-n:])
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, log_sink: Callable[[str], None] | None = None,
+                 template: SnapshotTemplate | None = None) -> None:
+        self.spec = spec
+        self.template = template
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None          # a restored environment (not our child)
+        self._cmd: TextIO | None = None
         self._res_fd: int | None = None
         self._res_buf = b""
         self._lines: deque[str] = deque(maxlen=20000)   # recent output, for get_logs()
         self._current: list[str] | None = None          # output of the running invocation
         self._end_seen = threading.Event()
         self._lock = threading.Lock()
-        self._init_error: dict[str, object] | None = None
+        self._init_error: dict[str, Any] | None = None
         self._started_mtime = 0.0
         self._log_sink = log_sink
-        self.cold_starts = 0
+        self._exit: dict[str, Any] | None = None     # a restored environment's end
+        self.cold_starts = 0   # new execution environments (restored ones included)
+        self.restores = 0      # of which forks of the snapshot template
+        self.fallback: str | None = None   # why the last start was not a restore
 
     # --- lifecycle ---------------------------------------------------------
     def start(self, startup_timeout: float = 60.0) -> None:
+        if self.template is not None:
+            try:
+                self._start_restored(startup_timeout)
+                return
+            except SnapshotUnavailable as err:
+                self.fallback = str(err)
+                self._log(f"[snapstart] {err}; this environment starts cold\n")
+        self._start_process(startup_timeout)
+
+    def _start_process(self, startup_timeout: float) -> None:
         spec = self.spec
         cmd_r, cmd_w = os.pipe()
         res_r, res_w = os.pipe()
-        env = {k: os.environ[k] for k in HOST_ENV_KEEP if k in os.environ}
-        env.update(spec.env)
-        env.update({
-            "_HANDLER": spec.handler,
-            "PYTHONPATH": os.pathsep.join(python_path_for(spec.code_dir, spec.layer_dirs)),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "CTR_CODE_DIR": str(spec.code_dir),
-            "CTR_CMD_FD": str(cmd_r),
-            "CTR_RESULT_FD": str(res_w),
-        })
+        env = runtime_env(spec)
+        env.update({"CTR_CMD_FD": str(cmd_r), "CTR_RESULT_FD": str(res_w)})
         if spec.hot_reload:
             self._started_mtime = source_mtime([spec.code_dir, *spec.layer_dirs])
         # -I is not used: PYTHONPATH must apply. -s: no user site-packages.
@@ -128,16 +286,73 @@ class Worker:
         self._cmd = os.fdopen(cmd_w, "w", encoding="utf-8")
         self._res_fd, self._res_buf = res_r, b""
         self.cold_starts += 1
-        threading.Thread(target=self._pump_output, args=(self.proc,), daemon=True).start()
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._pump_output, args=(self.proc.stdout,),
+                         daemon=True).start()
+        self._await_ready(startup_timeout)
+
+    def _start_restored(self, startup_timeout: float) -> None:
+        assert self.template is not None
+        spec = self.spec
+        cmd_r, cmd_w = os.pipe()
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        env = runtime_env(spec)
+        env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"  # as AWS sets it on a restore
+        try:
+            pid = self.template.spawn(env, (cmd_r, res_w, out_w))
+        except SnapshotUnavailable:
+            for fd in (cmd_r, cmd_w, res_r, res_w, out_r, out_w):
+                os.close(fd)
+            raise
+        for fd in (cmd_r, res_w, out_w):
+            os.close(fd)
+        if spec.hot_reload:
+            self._started_mtime = self.template._started_mtime
+        self.pid, self.proc, self._exit = pid, None, None
+        self._cmd = os.fdopen(cmd_w, "w", encoding="utf-8")
+        self._res_fd, self._res_buf = res_r, b""
+        self.cold_starts += 1
+        self.restores += 1
+        self.fallback = None
+        threading.Thread(target=self._pump_output, args=(os.fdopen(out_r, "rb"),),
+                         daemon=True).start()
+        self._await_ready(startup_timeout)
+
+    def _await_ready(self, startup_timeout: float) -> None:
         first = self._read_result(startup_timeout)
         if first is None or first.get("type") == "exit":
             self.stop()
-            raise RuntimeError(f"{spec.function_name}: runtime did not start within "
+            raise RuntimeError(f"{self.spec.function_name}: runtime did not start within "
                                f"{startup_timeout:.0f}s:\n{self.recent_logs()}")
         self._init_error = first.get("error") if first.get("type") == "init_error" else None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid is None or self._res_fd is None:
+            return False
+        return not self._ended_between_invocations()
+
+    def _ended_between_invocations(self) -> bool:
+        """A restored environment is not our child: it ended if its result pipe says so
+        (the template's exit report, or EOF). Nothing else arrives between invocations."""
+        if self._exit is not None:
+            return True
+        assert self._res_fd is not None
+        ready, _, _ = select.select([self._res_fd], [], [], 0)
+        if ready:
+            chunk = os.read(self._res_fd, 65536)
+            if not chunk:
+                self._exit = {"type": "exit"}
+                return True
+            self._res_buf += chunk
+        if b"\n" in self._res_buf:
+            msg = self._read_result(0)
+            if msg is not None and msg.get("type") == "exit":
+                self._exit = msg
+                return True
+        return False
 
     def stale(self) -> bool:
         """True if hot-reloaded sources changed since this process started."""
@@ -148,6 +363,7 @@ class Worker:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
+        pid, self.pid = self.pid, None
         try:
             if self._cmd:
                 self._cmd.close()
@@ -160,6 +376,10 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        if pid is not None:  # the template reaps it
+            for kill in (os.killpg, os.kill):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(pid, signal.SIGKILL)
 
     # --- invocation --------------------------------------------------------
     def invoke(self, request_id: str, payload: str, arn: str, timeout_s: float,
@@ -185,8 +405,8 @@ class Worker:
                                         "trace_id": trace_id}) + "\n")
             self._cmd.flush()
             msg = self._read_result(timeout_s)
-        except BrokenPipeError:  # the runtime died between invocations
-            msg = None
+        except BrokenPipeError:  # the runtime died between invocations: its end report
+            msg = self._read_result(10.0) or {"type": "exit"}
         if msg is None or msg.get("type") == "exit":
             if msg is None:  # still running: time out, as Lambda does
                 self.stop()
@@ -196,7 +416,8 @@ class Worker:
                 self._log(f"{datetime.now(UTC).isoformat()} {request_id} "
                           f"Task timed out after {timeout_s:.2f} seconds\n")
             else:
-                code = self.proc.wait(timeout=10) if self.proc else None
+                code = (msg.get("code") if self.proc is None
+                        else self.proc.wait(timeout=10))
                 self.stop()
                 err = {"errorType": "Runtime.ExitError",
                        "errorMessage": f"RequestId: {request_id} Error: Runtime exited "
@@ -215,7 +436,7 @@ class Worker:
             self._log(line)
         return Outcome(ok=ok, payload=payload, logs="".join(lines))
 
-    def _read_result(self, timeout_s: float) -> dict[str, object] | None:
+    def _read_result(self, timeout_s: float) -> dict[str, Any] | None:
         """Next message from the runtime; {"type": "exit"} when it exited; None on timeout."""
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._res_buf:
@@ -233,9 +454,8 @@ class Worker:
         return json.loads(line)
 
     # --- logs --------------------------------------------------------------
-    def _pump_output(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
+    def _pump_output(self, stream: BinaryIO) -> None:
+        for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace")
             if line.startswith(END_MARKER):
                 self._end_seen.set()

@@ -462,16 +462,21 @@ FAST_PATH_MIN_ROWS = 16
 def _rows_fast(rows: list[Any]) -> pa.Table | None:
     if len(rows) < FAST_PATH_MIN_ROWS or not all(type(row) is dict for row in rows):
         return None
-    present = set().union(*rows)
+    # Rows of exactly 39 keys that all 39 names find (the usual client) have no other
+    # key: no need to collect every row's keys first (a pass over all 39,000 of them).
+    every_field = all(len(row) == len(FEATURE_COLUMNS) for row in rows)
+    present = _KNOWN_ROW_KEYS if every_field else set().union(*rows)
     if not present <= _KNOWN_ROW_KEYS:
         return None
     try:
         # One list per column, then one Arrow conversion per column: half the time of
         # Arrow inferring a struct from the dicts (measured at 1,000 rows). Rows that
-        # name all 39 fields (the usual client) are transposed at C speed.
+        # name all 39 fields are transposed at C speed.
         try:
             values: list[Any] = list(zip(*map(_ALL_FIELDS, rows), strict=True))
         except KeyError:
+            if every_field:     # 39 keys but not these 39: let the per-field path say so
+                return None
             values = [[row.get(name) for row in rows] if name in present else None
                       for name in FEATURE_COLUMNS]
         columns = [None if v is None else pa.array(v) for v in values]

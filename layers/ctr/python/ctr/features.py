@@ -479,8 +479,10 @@ class FeatureTransform:
         return as_dmatrix(self.encode(table), label)
 
 
-def as_dmatrix(x: np.ndarray, label: np.ndarray | None = None) -> xgb.DMatrix:
-    return xgb.DMatrix(x, label=label, missing=np.nan, feature_names=FEATURE_NAMES)
+def as_dmatrix(x: np.ndarray, label: np.ndarray | None = None,
+               nthread: int | None = None) -> xgb.DMatrix:
+    return xgb.DMatrix(x, label=label, missing=np.nan, feature_names=FEATURE_NAMES,
+                       nthread=nthread)
 
 
 def as_quantile_dmatrix(x: np.ndarray, label: np.ndarray, max_bin: int = 256

@@ -40,6 +40,14 @@ class Predictor:
     def __init__(self, booster: xgb.Booster, transform: FeatureTransform) -> None:
         self.booster = booster
         self.transform = transform
+        self.threads: int | None = None    # None: XGBoost's default (every core)
+
+    def use_threads(self, threads: int) -> None:
+        """Threads for every XGBoost call of this predictor: predictions and the
+        explanation's DMatrix. With 1, no OpenMP team is ever started, which also keeps
+        a process safe to fork (SnapStart's local emulation) after it predicted."""
+        self.booster.set_param({"nthread": threads})
+        self.threads = threads
 
     def predict_table(self, table: pa.Table) -> np.ndarray:
         if table.num_rows == 0:
@@ -67,7 +75,8 @@ class Predictor:
         encoded, terms = self.transform.encode_with_terms(table)
         probabilities = np.asarray(self.booster.inplace_predict(encoded, missing=np.nan),
                                    dtype=np.float64)
-        phi = np.asarray(self.booster.predict(as_dmatrix(encoded), pred_contribs=True),
+        phi = np.asarray(self.booster.predict(as_dmatrix(encoded, nthread=self.threads),
+                                             pred_contribs=True),
                          dtype=np.float64)
         n_raw = len(FEATURE_COLUMNS)
         contributions = phi[:, :n_raw].copy()

@@ -50,7 +50,9 @@ class LoadedModel:
         # One thread per prediction: a Lambda below 1,769 MB has less than one vCPU, and
         # on a busy host OpenMP threads waiting for each other cost milliseconds of p99
         # (measured by the serving bench). Concurrency comes from more requests.
-        predictor.booster.set_param({"nthread": PREDICT_THREADS})
+        # One thread also means no OpenMP team: a process that predicted can be forked
+        # (the local SnapStart emulation forks its snapshot template after the warm-up).
+        predictor.use_threads(PREDICT_THREADS)
         # Validated here, once: a bundle whose provenance does not fit the response is
         # not loaded (the current model stays), instead of failing every request.
         ref = schemas.ModelRef(

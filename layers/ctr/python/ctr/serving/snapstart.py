@@ -21,8 +21,10 @@ what must not be shared:
     a newer bundle if reload moved it meanwhile).
 
 The hooks are registered with `snapshot_restore_py`, which Lambda's Python runtimes
-(3.12+) provide. Elsewhere (the local cloud, tests, uvicorn) there is no such module
-and no snapshot: `register` does nothing, and initialisation stays lazy.
+(3.12+) provide, and so does the local cloud's process executor for a SnapStart
+version (its snapshot template is forked per environment). Elsewhere (tests, uvicorn,
+`$LATEST` locally) there is no such module and no snapshot: `register` does nothing,
+and initialisation stays lazy.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ctr.serving import schemas
 from ctr.serving.dependencies import Cache, PredLog, RequestIdentifier, Settings
+from ctr.serving.fast_json import FastJSONRoute
 
-router = APIRouter()
+router = APIRouter(route_class=FastJSONRoute)   # bodies parsed by pydantic-core
 
 
 @router.post("/predict", response_model=schemas.PredictResponse)
