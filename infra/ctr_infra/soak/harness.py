@@ -311,10 +311,10 @@ class Soak:
 
     def report(self, drained: bool) -> dict[str, Any]:
         checks: dict[str, dict[str, Any]] = {}
+        checks["quiescence"] = self._check_quiescence()     # first: the schedule ticks on
         checks["lines"] = self._check_lines()
         executions = list_executions(self.stack)
         checks["executions"] = check_executions(executions, self.faults)
-        checks["quiescence"] = self._check_quiescence()
         checks["predict"] = self._check_predict()
         checks["memory"] = memory_growth(self.samples)
         checks["drained"] = {"ok": drained}
@@ -354,9 +354,17 @@ class Soak:
         served = _http_json(self.stack.outputs["LocalApiUrl"] + "/health")
         registry = production_version(self.stack)
         served_version = served.get("version") if served else None
-        ok = holder is None and str(served_version) == str(registry)
-        return {"ok": ok, "lease_holder": holder, "served_version": served_version,
-                "registry_production_version": registry}
+        # The schedule keeps ticking while the checks run: a lease held by an execution
+        # that is running now is that execution's, not a leak. A leak is a lease whose
+        # holder is not running.
+        running = {e["name"] for e in list_executions(self.stack) if e["status"] == "RUNNING"}
+        leaked = holder is not None and holder not in running
+        ok = not leaked and str(served_version) == str(registry)
+        return {"ok": ok, "lease_holder": holder, "holder_running": holder in running,
+                "served_version": served_version, "registry_production_version": registry}
+
+    def _faults_at(self, t: float) -> list[str]:
+        return [f.kind for f in self.faults if f.start <= t <= (f.end or _now())]
 
     def _check_predict(self) -> dict[str, Any]:
         reqs = list(self.requests)
@@ -367,7 +375,9 @@ class Soak:
         errors = [r for r in reqs if r[1] != 200 and r not in documented]
         return {"ok": not errors, "requests": len(reqs), "ok_200": len(ok_lat),
                 "no_model_503_before_first_model": len(documented), "errors": len(errors),
-                "error_examples": [f"{r[1]} {r[3]}" for r in errors[:10]],
+                "error_examples": [f"{_iso(r[0])} {r[1]} {r[3]} after {r[2]:.1f}s; faults "
+                                   f"then: {self._faults_at(r[0]) or 'none'}"
+                                   for r in errors[:10]],
                 "p50_ms": _pct(ok_lat, 50), "p99_ms": _pct(ok_lat, 99)}
 
 
