@@ -168,8 +168,8 @@ def test_sagemaker_instance_hours_by_hand():
 def test_storage_and_prediction_log_by_hand():
     st = cost.storage(replace(cost.Inputs(), lines=1_000_000))
     assert st["raw_gzip_gb"] == pytest.approx(0.094)
-    assert st["total_gb"] == pytest.approx((94 + 240 + 240 + 62.3) / 1000)
-    assert st["usd_per_month"] == pytest.approx(0.6363 * 0.023)
+    assert st["total_gb"] == pytest.approx((94 + 240 + 240 + 51.2) / 1000)
+    assert st["usd_per_month"] == pytest.approx(0.6252 * 0.023)
     plog = cost.prediction_log_per_million(1200)       # one 5 KB unit per record
     assert plog["billed_gb"] == pytest.approx(5.12)
     assert plog["usd"] == pytest.approx(5.12 * 0.029)
