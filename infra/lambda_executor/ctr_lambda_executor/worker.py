@@ -101,12 +101,35 @@ def source_mtime(dirs: Iterable[Path]) -> float:
     return newest
 
 
+class _LogLines:
+    """Output lines of a process: kept (the newest `_lines.maxlen`), passed to the sink,
+    appended to the spec's log file."""
+
+    spec: WorkerSpec
+    _lines: deque[str]
+    _log_sink: Callable[[str], None] | None
+
+    def _log(self, line: str) -> None:
+        self._lines.append(line)
+        if self._log_sink:
+            self._log_sink(line)
+        if self.spec.log_file:
+            try:
+                with open(self.spec.log_file, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError:
+                pass
+
+    def recent_logs(self, n: int = 200) -> str:
+        return "".join(list(self._lines)[-n:])
+
+
 class SnapshotUnavailable(RuntimeError):
     """The version's snapshot template cannot give an environment (it failed, exited,
     or its sources changed): the caller cold-starts instead."""
 
 
-class SnapshotTemplate:
+class SnapshotTemplate(_LogLines):
     """The local stand-in for a SnapStart snapshot: one process per published version
     that imported the handler module and ran the before-snapshot hooks, then forks a
     copy per new execution environment (bootstrap.template_main)."""
@@ -218,22 +241,9 @@ class SnapshotTemplate:
         for raw in iter(stream.readline, b""):
             self._log(raw.decode("utf-8", "replace"))
 
-    def _log(self, line: str) -> None:
-        self._lines.append(line)
-        if self._log_sink:
-            self._log_sink(line)
-        if self.spec.log_file:
-            try:
-                with open(self.spec.log_file, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-            except OSError:
-                pass
-
-    def recent_logs(self, n: int = 200) -> str:
-        return "".join(list(self._lines)[-n:])
 
 
-class Worker:
+class Worker(_LogLines):
     def __init__(self, spec: WorkerSpec, log_sink: Callable[[str], None] | None = None,
                  template: SnapshotTemplate | None = None) -> None:
         self.spec = spec
@@ -464,19 +474,6 @@ class Worker:
                 self._current.append(line)
             self._log(line)
 
-    def _log(self, line: str) -> None:
-        self._lines.append(line)
-        if self._log_sink:
-            self._log_sink(line)
-        if self.spec.log_file:
-            try:
-                with open(self.spec.log_file, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-            except OSError:
-                pass
-
-    def recent_logs(self, n: int = 200) -> str:
-        return "".join(list(self._lines)[-n:])
 
 
 def refusing(function_name: str, path: str | None = None) -> str | None:
