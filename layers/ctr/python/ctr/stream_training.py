@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 import xgboost as xgb
 
 from ctr import layout, metrics
-from ctr.errors import DataError, NotFoundError
+from ctr.errors import DataError
 from ctr.features import FEATURE_NAMES, N_FEATURES, as_dmatrix
 from ctr.predictor import Predictor
 from ctr.storage import Store
@@ -55,10 +55,10 @@ from ctr.training import (
     WindowSpec,
     WindowViews,
     labels,
-    list_parts,
     part_rows,
     peak_rss_mb,
     train_booster,
+    window_parts,
 )
 
 # Rows per batch handed to XGBoost: 262,144 rows are 42 MB of float features.
@@ -78,12 +78,7 @@ class StreamWindow(WindowViews):
 def plan_window(store: Store, spec: WindowSpec | None = None) -> StreamWindow:
     """The window `load_window` would read, cut from the parts' footers (no digests
     yet: they are filled in when each part is read)."""
-    spec = spec or WindowSpec()
-    if spec.max_rows < 1:
-        raise DataError("max_rows must be positive", max_rows=spec.max_rows)
-    keys = list_parts(store)
-    if not keys:
-        raise NotFoundError("no parquet parts to train on", prefix=layout.PARQUET_PREFIX)
+    spec, keys = window_parts(store, spec)
     pieces: list[tuple[str, int, int]] = []                # (key, offset, rows), newest first
     remaining = spec.max_rows
     for key in reversed(keys):

@@ -230,15 +230,22 @@ def rows_after(store: Store, part_index: int | None, enough: int) -> int:
     return total
 
 
-def load_window(store: Store, spec: WindowSpec | None = None) -> Window:
-    """Read the newest parts (newest first) until `spec.max_rows` rows, then cut the
-    window in time order into training, validation and holdout (see the module)."""
+def window_parts(store: Store, spec: WindowSpec | None) -> tuple[WindowSpec, list[str]]:
+    """The spec (default if None) and the part keys a window is cut from, oldest first;
+    an error for a non-positive size or no parts."""
     spec = spec or WindowSpec()
     if spec.max_rows < 1:
         raise DataError("max_rows must be positive", max_rows=spec.max_rows)
     keys = list_parts(store)
     if not keys:
         raise NotFoundError("no parquet parts to train on", prefix=layout.PARQUET_PREFIX)
+    return spec, keys
+
+
+def load_window(store: Store, spec: WindowSpec | None = None) -> Window:
+    """Read the newest parts (newest first) until `spec.max_rows` rows, then cut the
+    window in time order into training, validation and holdout (see the module)."""
+    spec, keys = window_parts(store, spec)
     pieces: list[tuple[str, int, str, pa.Table]] = []      # newest first
     remaining = spec.max_rows
     for key in reversed(keys):
