@@ -8,7 +8,6 @@ multiset of lines in Parquet plus rejects equals the multiset of source lines.""
 from __future__ import annotations
 
 import gzip
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from ctr_infra import localcloud
 from ctr_infra.cli import main
 from ctr_infra.invariants import account
 from tests.cloud import LambdaError
+from tests.concurrency import run_until_done_in_threads
 from tests.invariants import MALFORMED
 
 CHUNK = 400
@@ -129,24 +129,9 @@ def test_concurrent_chunk_invocations_cut_each_line_once(cloud, tmp_path):
     cloud.reset_data()
     data = _source(tmp_path, 8 * 150, seed=23)
     _ingest(cloud, tmp_path, data)
-    results: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            for _ in range(20):
-                result = cloud.invoke("ChunkFunction", {"chunk_lines": 150})
-                results.append(result)
-                if result["status"] == "exhausted":
-                    return
-        except BaseException as err:   # reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
+    results, errors = run_until_done_in_threads(
+        lambda: cloud.invoke("ChunkFunction", {"chunk_lines": 150}),
+        lambda r: r["status"] == "exhausted", threads=3, attempts=20, join_timeout=600)
     assert errors == []
     assert b"".join(_chunks(cloud)) == data
     assert len(_chunks(cloud)) == 8

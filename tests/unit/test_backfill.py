@@ -7,7 +7,6 @@ import gzip
 import itertools
 import json
 import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from ctr.steps import BackfillPlan, ChunkEvent
 from ctr.storage import Store
 from ctr_infra.invariants import account
 from ctr_infra.memory_s3 import MemoryS3
+from tests.concurrency import run_until_done_in_threads
 from tests.invariants import source_with_rejects
 
 
@@ -296,23 +296,9 @@ def test_two_overlapping_backfills_cut_each_line_once():
     cut = data.index(b"\n", len(data) * 2 // 3) + 1
     store.put("raw/it/a.txt", data[:cut])
     store.put("raw/it/b.txt.gz", gzip.compress(data[cut:]))
-    errors: list[BaseException] = []
-    results: list[list] = []
-
-    def execution() -> None:
-        try:
-            for _ in range(20):
-                results.append(backfill.backfill_all(store, 90, max_concurrency=3))
-                if results[-1][-1].status == "exhausted":
-                    return
-        except BaseException as err:  # surfaced below
-            errors.append(err)
-
-    threads = [threading.Thread(target=execution) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, errors = run_until_done_in_threads(
+        lambda: backfill.backfill_all(store, 90, max_concurrency=3),
+        lambda steps: steps[-1].status == "exhausted", threads=2, attempts=20)
     assert errors == []
     assert b"".join(_chunks(store)) == data
     _check_invariant(store)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,7 @@ from ctr.errors import ConflictError, DataError, TransientError
 from ctr.steps import ChunkResult
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
+from tests.concurrency import run_until_done_in_threads
 
 
 def _lines(n: int, start: int = 0, width: int = 0) -> bytes:
@@ -304,24 +304,10 @@ def test_concurrent_chunkers_produce_each_line_exactly_once() -> None:
     data = _lines(3000, width=10)
     store.put("raw/s/a.txt", data[: len(data) // 2])
     store.put("raw/s/b.txt.gz", gzip.compress(data[len(data) // 2:]))
-    results: list[ChunkResult] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            for _ in range(200):
-                result = chunking.cut_chunk(store, 97)
-                results.append(result)
-                if result.status == "exhausted":
-                    return
-        except BaseException as err:  # surfaced below
-            errors.append(err)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results: list[ChunkResult]
+    results, errors = run_until_done_in_threads(
+        lambda: chunking.cut_chunk(store, 97), lambda r: r.status == "exhausted",
+        threads=4, attempts=200)
     assert errors == []
     assert b"".join(_chunks(store)) == data
     indices = [r.chunk_index for r in results if r.status == "chunked"]
