@@ -4,10 +4,17 @@ the soak harness): a failing assertion, and test data with something to quaranti
 from __future__ import annotations
 
 from ctr.storage import Store
-from ctr_infra.invariants import MALFORMED, LineAccount, account, lines_of, source_with_rejects
+from ctr_infra.invariants import (
+    MALFORMED,
+    LineAccount,
+    account,
+    account_streamed,
+    lines_of,
+    source_with_rejects,
+)
 
-__all__ = ["MALFORMED", "LineAccount", "account", "assert_lines_intact", "lines_of",
-           "source_with_rejects"]
+__all__ = ["MALFORMED", "LineAccount", "account", "account_streamed", "assert_lines_intact",
+           "lines_of", "source_with_rejects"]
 
 
 def assert_lines_intact(store: Store, *, complete: bool = False,

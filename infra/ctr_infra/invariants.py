@@ -31,8 +31,12 @@ source lines must be canonical Criteo TSV, as `ctr.synth` writes them.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -208,6 +212,120 @@ def account(store: Store, *, complete: bool = False, allow_pending: bool = False
                        quarantined_chunks=held, quarantined_lines=held_lines,
                        lost=lost, duplicated=duplicated,
                        problems=tuple(problems))
+
+
+# --- the same account in bounded memory, for the full-size run -----------------------
+
+@dataclass(frozen=True)
+class StreamedAccount:
+    """`account` for data too big to hold: per chunk the same checks, and the chunks,
+    concatenated, compared with the consumed raw bytes by SHA-256 instead of in memory."""
+
+    source_lines: int
+    source_bytes: int
+    chunks: int
+    parquet_rows: int
+    rejected_lines: int
+    pending_chunks: tuple[int, ...]
+    quarantined_lines: int
+    lost: int
+    duplicated: int
+    problems: tuple[str, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return (f"{self.source_lines} source lines = {self.parquet_rows} parquet rows + "
+                f"{self.rejected_lines} rejects + {self.quarantined_lines} in quarantined "
+                f"chunks ({self.chunks} chunks, {len(self.pending_chunks)} pending); "
+                f"lost {self.lost}, duplicated {self.duplicated}")
+
+
+def _stream_raw(store: Store, key: str, start: int = 0, end: int | None = None
+                ) -> Iterator[bytes]:
+    """The bytes [start, end) of a raw object, gunzipped by the standard library's gzip
+    (not the product's transcode) when it is a .gz."""
+    body = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"]
+    stream: Any = gzip.GzipFile(fileobj=body) if key.endswith(".gz") else body
+    at = 0
+    while (end is None or at < end) and (block := stream.read(8 << 20)):
+        lo, hi = max(start - at, 0), len(block) if end is None else min(end - at, len(block))
+        if hi > lo:
+            yield block[lo:hi]
+        at += len(block)
+
+
+def account_streamed(store: Store, *, allow_pending: bool = False) -> StreamedAccount:
+    """`account` in memory bounded by one chunk: each chunk is checked against its part
+    and rejects exactly as there (a per-chunk multiset gives `lost`/`duplicated`), and
+    SHA-256 of the consumed raw bytes (in chunk order) must equal SHA-256 of the chunks
+    concatenated -- together the same guarantee as the whole-data Counter."""
+    t0 = time.monotonic()
+    problems: list[str] = []
+    cursor, _ = chunking.load_cursor(store)
+    raw_hash, chunk_hash = hashlib.sha256(), hashlib.sha256()
+    # (first chunk, raw key, consumed bytes or None for all); a quarantined source's
+    # consumed bytes are its chunks (raw key None)
+    segments: list[tuple[int, str | None, int | None, int]] = [
+        (d.first_chunk, d.raw_key, None, 0) for d in cursor.done]
+    segments += [(q.first_chunk, None, None, q.end_chunk) for q in cursor.quarantined]
+    if cursor.source is not None:
+        segments.append((cursor.source.first_chunk, cursor.source.raw_key,
+                         cursor.source.offset, 0))
+    source_bytes = 0
+    for first, key, end, end_chunk in sorted(segments, key=lambda s: s[0]):
+        blocks = (_stream_raw(store, key, 0, end) if key is not None else
+                  (store.get(layout.chunk_key(i)).body for i in range(first, end_chunk)))
+        for block in blocks:
+            raw_hash.update(block)
+            source_bytes += len(block)
+
+    chunk_keys = sorted(k for k in store.list_keys(layout.CHUNKS_PREFIX) if not k.endswith("/"))
+    if chunk_keys != [layout.chunk_key(i) for i in range(len(chunk_keys))]:
+        problems.append(f"chunk keys are not contiguous from 0: {chunk_keys[:5]}...")
+    parts = {layout.index_of(k): k for k in store.list_keys(layout.PARQUET_PREFIX)}
+    reject_keys = {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)
+                   if layout.is_chunk_rejects_key(k)}
+    markers = {layout.index_of(k) for k in store.list_keys(layout.QUARANTINED_CHUNKS_PREFIX)}
+    lines = rows = rejected = held_lines = lost = duplicated = 0
+    pending: list[int] = []
+    for key in chunk_keys:
+        index = layout.index_of(key)
+        chunk = store.get(key).body
+        chunk_hash.update(chunk)
+        chunk_lines = lines_of(chunk)
+        lines += len(chunk_lines)
+        if index not in parts:
+            if index in markers:
+                held_lines += len(chunk_lines)
+            else:
+                pending.append(index)
+            continue
+        part = _part_lines(store, parts[index])
+        rejects = _rejects(store, reject_keys[index]) if index in reject_keys else []
+        problems += _check_chunk(index, chunk_lines, part, rejects)
+        downstream = Counter(part) + Counter(r.text.removesuffix(b"\r") for r in rejects)
+        expected = Counter(chunk_lines)
+        lost += sum((expected - downstream).values())
+        duplicated += sum((downstream - expected).values())
+        rows += len(part)
+        rejected += len(rejects)
+    if raw_hash.digest() != chunk_hash.digest():
+        problems.append("the chunks, concatenated, are not the raw bytes the cursor consumed "
+                        "(SHA-256 differs)")
+    if pending and not allow_pending:
+        problems.append(f"{len(pending)} chunks not aggregated: {pending[:10]}")
+    if lost or duplicated:
+        problems.append(f"chunks vs parquet + rejects: {lost} lines lost, "
+                        f"{duplicated} duplicated")
+    return StreamedAccount(source_lines=lines, source_bytes=source_bytes,
+                           chunks=len(chunk_keys), parquet_rows=rows,
+                           rejected_lines=rejected, pending_chunks=tuple(pending),
+                           quarantined_lines=held_lines, lost=lost, duplicated=duplicated,
+                           problems=tuple(problems), seconds=time.monotonic() - t0)
 
 
 # --- test data with something to quarantine --------------------------------------------

@@ -40,6 +40,12 @@ EXPECTED = {
     "serving.cold_start_s": True, "serving.process_start_s": False,
     **{f"serving.explain.{n}_rows.{m}": True for n in (1, 100) for m in ("p50_ms", "p99_ms")},
     "batch.rows_per_min": True,
+    f"scale.{QUICK.scale_lines[0]}.total_s": False,
+    f"scale.{QUICK.scale_lines[0]}.backfill_lines_per_s": True,
+    f"scale.{QUICK.scale_lines[0]}.state.aggregate_chunks_in_parallel_s": False,
+    f"scale.{QUICK.scale_lines[0]}.peak_rss.localstack_mb": False,
+    f"scale.{QUICK.scale_lines[0]}.peak_rss.lambda_chunkfunction_mb": True,
+    "scale.extrapolated_criteo_s": False,
 }
 
 
@@ -120,6 +126,11 @@ def test_the_expected_figures_are_there_with_their_baselines(quick):
     assert pipeline["status"] == "SUCCEEDED"
     assert pipeline["chunk"]["lines"] == QUICK.pipeline_lines
     assert pipeline["train"]["promoted"] is True
+    scale = quick["results"]["sections"]["scale"]["raw"]
+    (run,) = scale["runs"]
+    assert run["invariant"]["ok"] and run["invariant"]["source_lines"] == QUICK.scale_lines[0]
+    assert run["peak_rss_mb"]["envs:ChunkFunction"] >= 1
+    assert scale["extrapolation"]["total_s"] > run["total_s"]
 
 
 def test_machine_plan_and_cloud_are_described(quick):

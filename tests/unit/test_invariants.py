@@ -13,7 +13,13 @@ import pytest
 from ctr import aggregate, chunking, layout
 from ctr.storage import Store
 from ctr_infra.memory_s3 import MemoryS3
-from tests.invariants import MALFORMED, account, assert_lines_intact, source_with_rejects
+from tests.invariants import (
+    MALFORMED,
+    account,
+    account_streamed,
+    assert_lines_intact,
+    source_with_rejects,
+)
 
 CHUNK = 120
 
@@ -134,3 +140,53 @@ def test_a_quarantined_chunk_whose_rejects_do_not_match_is_a_problem():
               + b"\n" + rest)
     assert any(f"chunk {index}: reject for line" in p
                for p in account(store, complete=True).problems)
+
+
+# --- account_streamed: the same verdicts in bounded memory (the full-size run's check) ---
+
+def _agree(store: Store, **kwargs) -> None:
+    full = account(store, **kwargs)
+    streamed = account_streamed(store, **kwargs)
+    assert (streamed.ok, streamed.lost, streamed.duplicated) == (full.ok, full.lost,
+                                                                 full.duplicated)
+    assert (streamed.parquet_rows, streamed.rejected_lines, streamed.quarantined_lines,
+            streamed.pending_chunks, streamed.chunks) == (
+        full.parquet_rows, full.rejected_lines, full.quarantined_lines, full.pending_chunks,
+        full.chunks)
+    if full.unconsumed_lines == 0:
+        assert streamed.source_lines == full.source_lines
+
+
+def test_streamed_account_agrees_on_an_intact_pipeline(data):
+    _agree(_pipeline(data))
+    _agree(_pipeline(gzip.compress(data), "raw/it/a.txt.gz"))
+    assert account_streamed(_pipeline(data)).summary().startswith("410 source lines = 400")
+
+
+def test_streamed_account_agrees_on_lost_and_duplicated_rows(data):
+    store = _pipeline(data)
+    _rewrite_part(store, 1, lambda t: pa.concat_tables([t, t.slice(3, 1)]))
+    _rewrite_part(store, 2, lambda t: t.slice(1))
+    _agree(store)
+    assert (account_streamed(store).lost, account_streamed(store).duplicated) == (1, 1)
+
+
+def test_streamed_account_notices_a_chunk_cut_twice(data):
+    store = _pipeline(data)
+    store.put(layout.chunk_key(4), store.get(layout.chunk_key(3)).body)
+    aggregate.aggregate(store)
+    assert any("SHA-256 differs" in p for p in account_streamed(store).problems)
+
+
+def test_streamed_account_agrees_on_pending_and_quarantined_chunks(data):
+    store = Store(MemoryS3(), "bucket")
+    store.put("raw/it/a.txt", data)
+    chunking.cut_chunk(store, CHUNK)
+    chunking.cut_chunk(store, CHUNK)
+    aggregate.aggregate(store, [0])
+    _agree(store)
+    _agree(store, allow_pending=True)
+    heavy = _pipeline(source_with_rejects(240, seed=5, bad_every=10**9)
+                      + source_with_rejects(200, seed=6, bad_every=9))
+    _agree(heavy)
+    assert account_streamed(heavy).quarantined_lines > 0

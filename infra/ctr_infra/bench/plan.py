@@ -40,6 +40,12 @@ class Plan:
     serve_rounds: int | None = None
     cold_starts: int = 5
     batch_rows: int = 2_000_000      # batch scoring input (bench section `batch`)
+    # Bench section `scale`: lines of one gzip file through one execution each (the
+    # whole Criteo file: `ctr bench --only scale --scale-lines 45840617`); chunk size
+    # None = the deployed ChunkLines.
+    scale_lines: tuple[int, ...] = (5_000_000,)
+    scale_chunk_lines: int | None = None
+    scale_timeout_s: float = 4 * 3600.0
     warm_invokes: int = 30
     # The isolated-import check of `python -m ctr_infra.sizes` (sufficiency, not size):
     # 16 s on an idle machine, 4 minutes on a loaded one; off by default.
@@ -56,5 +62,6 @@ QUICK = replace(FULL, mode="quick", data_chunk_lines=2_000, data_repeats=2,
                 monitor_train_rows=20_000, pipeline_lines=20_000,
                 pipeline_timeout_s=600.0, serve_requests=200, serve_api_requests=40,
                 serve_http_rows=(1, 100), serve_rounds=1, cold_starts=2, warm_invokes=10,
-                batch_rows=60_000,
+                batch_rows=60_000, scale_lines=(60_000,), scale_chunk_lines=15_000,
+                scale_timeout_s=900.0,
                 start_cloud_early=True)

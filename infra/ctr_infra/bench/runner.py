@@ -45,8 +45,8 @@ from ctr_infra.bench.report import SectionResult, json_safe
 from ctr_infra.localcloud import CloudConfig, CloudError
 
 SCHEMA = "ctr-bench/1"
-SECTIONS = ("sizes", "training", "data", "monitoring", "pipeline", "serving", "batch")
-CLOUD_SECTIONS = frozenset({"pipeline", "serving", "batch"})
+SECTIONS = ("sizes", "training", "data", "monitoring", "pipeline", "serving", "batch", "scale")
+CLOUD_SECTIONS = frozenset({"pipeline", "serving", "batch", "scale"})
 DEFAULT_OUTPUT_DIR = localcloud.REPO_ROOT / ".local" / "bench"
 
 
@@ -131,6 +131,11 @@ def run(plan: Plan = FULL, only: tuple[str, ...] = SECTIONS,
                     if name == "pipeline":
                         figures, raw = pipeline.section(plan, cloud, workdir, echo,
                                                         figures_so_far)
+                    elif name == "scale":
+                        from ctr_infra.bench import scale
+
+                        figures, raw = scale.section(plan, cloud, workdir, echo,
+                                                     figures_so_far)
                     elif name == "batch":
                         from ctr_infra.bench import batch
 

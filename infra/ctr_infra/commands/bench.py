@@ -1,10 +1,12 @@
-"""`ctr bench [--quick] [--output DIR] [--only SECTION ...] [--existing-cloud]`: measure
+"""`ctr bench [--quick] [--output DIR] [--only SECTION ...] [--existing-cloud]
+[--scale-lines N ...]`: measure
 the whole system side by side (`ctr_infra.bench.runner`) and write the results."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ctr_infra.bench import report, runner
@@ -27,11 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure on the running local cloud (CTR_STATE_DIR, CTR_*_PORT, "
                         "CTR_STACK_NAME) instead of a private one; refused unless its "
                         "bucket and model registry are empty")
+    p.add_argument("--scale-lines", type=int, nargs="+", metavar="N",
+                   help="lines of each run of the scale section (default 5,000,000; "
+                        "45840617 is the whole Criteo file)")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
+    if args.scale_lines:
+        if min(args.scale_lines) < 1:
+            print("error: --scale-lines must be positive", file=sys.stderr)
+            return 2
+        plan = replace(plan, scale_lines=tuple(args.scale_lines))
     results = runner.run(plan, tuple(args.only or runner.SECTIONS),
                         existing=CloudConfig() if args.existing_cloud else None)
     paths = report.write(results, args.output)
