@@ -60,3 +60,13 @@ def test_environments_of_a_function():
     run = _run(1, {})
     assert envs(run, "lambda:ChunkFunction") == 4
     assert envs(run, "localstack") == 1
+
+
+def test_training_is_extrapolated_only_up_to_max_train_rows():
+    run = {**_run(5_000_000, {"Train model": 150.0, "Aggregate chunks in parallel": 16.0},
+                  window=5_000_000), "max_train_rows": 10_000_000}
+    ex = extrapolate([run])
+    assert ex["states_s"]["Train model"] == pytest.approx(300.0)
+    assert ex["states_s"]["Aggregate chunks in parallel"] == pytest.approx(
+        16.0 * CRITEO_LINES / 5_000_000)
+    assert "taken at MaxTrainRows (10,000,000 rows)" in ex["method"]

@@ -131,6 +131,7 @@ def run_scale(cloud: BenchCloud, lines: int, workdir: Path, echo: Echo, *,
     echo(f"    {lines:,} lines: emptied the data prefixes ({dropped} objects)")
     path = workdir / f"scale-{lines}.tsv.gz"
     sampler = Sampler(cloud)
+    max_train_rows = int(cloud.function_env("TrainFunction").get("MAX_TRAIN_ROWS") or 0)
     t0 = time.monotonic()
     written = synth.write_tsv(path, lines, seed=SEED, progress=False, sidecar=False)
     generate_s = time.monotonic() - t0
@@ -165,6 +166,7 @@ def run_scale(cloud: BenchCloud, lines: int, workdir: Path, echo: Echo, *,
             "states": [{"name": n, "type": k, "seconds": s}
                        for n, k, s in state_durations(history(cloud, arn))],
             "train": (out.get("train") or {}).get("value") or {},
+            "max_train_rows": max_train_rows,
             "peak_rss_mb": dict(sorted(sampler.peak.items())), "samples": sampler.samples,
             "disk_growth_bytes": sampler.disk_growth_bytes, "stored_bytes": stored,
             "invariant": {"ok": check.ok, "summary": check.summary(),
@@ -212,23 +214,28 @@ def extrapolate(runs: list[dict[str, Any]], target: int = CRITEO_LINES) -> dict[
     by_run = [seconds_by_state(r) for r in runs]
     window = window_rows(big)
     capped = bool(window) and window < big["lines"]
+    cap = int(big.get("max_train_rows") or 0)
     states: dict[str, float] = {}
     for name, seconds in by_run[-1].items():
+        # training reads at most MaxTrainRows rows, whatever the backlog
+        upto = min(target, cap) if name == "Train model" and cap else target
         if name == "Train model" and capped:
             states[name] = seconds
         elif len(runs) >= 2 and name in by_run[-2]:
             x0, x1 = runs[-2]["lines"], big["lines"]
             y0, y1 = by_run[-2][name], seconds
             slope = max((y1 - y0) / (x1 - x0), 0.0) if x1 > x0 else 0.0
-            states[name] = y1 + slope * (target - x1)
+            states[name] = y1 + slope * (upto - x1)
         else:
-            states[name] = seconds * (target / big["lines"] if name in PROPORTIONAL else 1.0)
+            states[name] = seconds * (upto / big["lines"] if name in PROPORTIONAL else 1.0)
     method = ("per state, the line through the runs at "
               f"{runs[-2]['lines']:,} and {big['lines']:,} lines" if len(runs) >= 2 else
               f"from one run at {big['lines']:,} lines: data states x target/lines, fixed "
               "states kept")
     if capped:
         method += f"; Train model as measured (its window, {window:,} rows, was full)"
+    elif cap and target > cap:
+        method += f"; Train model taken at MaxTrainRows ({cap:,} rows), its window's limit"
     return {"target_lines": target, "from_lines": [r["lines"] for r in runs],
             "states_s": states, "total_s": sum(states.values()), "method": method}
 
