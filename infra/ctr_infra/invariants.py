@@ -33,10 +33,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -246,16 +246,30 @@ class StreamedAccount:
 
 def _stream_raw(store: Store, key: str, start: int = 0, end: int | None = None
                 ) -> Iterator[bytes]:
-    """The bytes [start, end) of a raw object, gunzipped by the standard library's gzip
-    (not the product's transcode) when it is a .gz."""
-    body = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"]
-    stream: Any = gzip.GzipFile(fileobj=body) if key.endswith(".gz") else body
+    """The bytes [start, end) of a raw object (ranged GETs: `Store.stream`), gunzipped
+    here with zlib, member after member (not by the product's transcode) for a .gz."""
     at = 0
-    while (end is None or at < end) and (block := stream.read(8 << 20)):
+    for block in _gunzipped(store.stream(key)) if key.endswith(".gz") else store.stream(key):
         lo, hi = max(start - at, 0), len(block) if end is None else min(end - at, len(block))
         if hi > lo:
             yield block[lo:hi]
         at += len(block)
+        if end is not None and at >= end:
+            return
+
+
+def _gunzipped(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    inflate = zlib.decompressobj(wbits=31)
+    for data in blocks:
+        while data:
+            out = inflate.decompress(data)
+            if out:
+                yield out
+            data = b""
+            if inflate.eof:                      # the next gzip member, if any
+                data, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+    if tail := inflate.flush():
+        yield tail
 
 
 def account_streamed(store: Store, *, allow_pending: bool = False) -> StreamedAccount:

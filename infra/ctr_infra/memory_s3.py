@@ -86,12 +86,14 @@ class MemoryS3:
         return {"ETag": self._store(Key, data, IfNoneMatch, IfMatch, "PutObject")}
 
     def get_object(self, Bucket: str, Key: str, Range: str | None = None,
-                   **_: Any) -> dict[str, Any]:
+                   IfMatch: str | None = None, **_: Any) -> dict[str, Any]:
         self._call("get_object")
         with self.lock:
             if Key not in self.objects:
                 raise _error("NoSuchKey", "GetObject", 404)
             data, etag = self.objects[Key]
+        if IfMatch is not None and IfMatch != etag:
+            raise _error("PreconditionFailed", "GetObject", 412)
         if Range:
             start_s, end_s = Range.removeprefix("bytes=").split("-")
             start, end = int(start_s), int(end_s) if end_s else len(data) - 1

@@ -102,3 +102,76 @@ def test_every_store_call_maps_lasting_throttling_to_a_transient_error(s3, monke
     with pytest.raises(TransientError, match="SlowDown"):
         call(Store(client, "b"))
     assert sent == []
+
+
+# --- Store.stream: ranged GETs pinned to one ETag, a broken-off body fetched again ----
+
+class _BreakingS3:
+    """MemoryS3 whose GET bodies break off (ResponseStreamingError) `breaks` times,
+    and which can replace the object after the first GET."""
+
+    def __init__(self, breaks: int = 0, replace_after_first: bool = False) -> None:
+        from ctr_infra.memory_s3 import MemoryS3
+
+        self.inner, self.breaks, self.replace = MemoryS3(), breaks, replace_after_first
+        self.ranges: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import ResponseStreamingError
+
+        answer = self.inner.get_object(**kwargs)
+        self.ranges.append(kwargs.get("Range", ""))
+        if self.replace:
+            self.replace = False
+            self.inner.put_object(Bucket=kwargs["Bucket"], Key=kwargs["Key"], Body=b"new")
+        if self.breaks:
+            self.breaks -= 1
+
+            class Broken:
+                def read(self) -> bytes:
+                    raise ResponseStreamingError(error=ConnectionResetError(104, "reset"))
+            answer["Body"] = Broken()
+        return answer
+
+
+DATA = bytes(range(256)) * 40          # 10,240 bytes
+
+
+def _stream_store(**kwargs: Any) -> tuple[Store, _BreakingS3]:
+    s3 = _BreakingS3(**kwargs)
+    store = Store(s3, "bucket")
+    store.put("raw/big.gz", DATA)
+    return store, s3
+
+
+def test_stream_reads_the_object_in_ranges_pinned_to_its_etag():
+    store, s3 = _stream_store()
+    blocks = list(store.stream("raw/big.gz", range_bytes=4096))
+    assert b"".join(blocks) == DATA
+    assert [len(b) for b in blocks] == [4096, 4096, 2048]
+    assert s3.ranges == ["bytes=0-4095", "bytes=4096-8191", "bytes=8192-10239"]
+
+
+def test_a_range_whose_body_breaks_off_is_fetched_again():
+    store, s3 = _stream_store(breaks=2)
+    assert b"".join(store.stream("raw/big.gz", range_bytes=4096)) == DATA
+    assert s3.ranges[:3] == ["bytes=0-4095"] * 3
+
+
+def test_a_range_that_keeps_breaking_is_a_transient_error():
+    store, _ = _stream_store(breaks=10)
+    with pytest.raises(TransientError, match="broke off 4 times"):
+        list(store.stream("raw/big.gz", range_bytes=4096))
+
+
+def test_an_object_replaced_while_it_is_read_is_a_conflict_not_a_mix():
+    from ctr.errors import ConflictError, NotFoundError
+
+    store, _ = _stream_store(replace_after_first=True)
+    with pytest.raises(ConflictError, match="changed while it was being read"):
+        list(store.stream("raw/big.gz", range_bytes=4096))
+    with pytest.raises(NotFoundError):
+        list(store.stream("raw/none"))

@@ -274,17 +274,15 @@ def _transcode(store: Store, raw_key: str, part_size: int = ingest.DEFAULT_PART_
     plain_key = DECOMPRESSED_PREFIX + raw_key.removesuffix(".gz")
     if store.head(plain_key) is not None:
         return plain_key
-    body = store.s3.get_object(Bucket=store.bucket, Key=raw_key)["Body"]
     try:
         with ingest.ObjectWriter(store, plain_key, part_size=part_size) as writer:
-            for block in ingest.gunzip_chunks(iter(lambda: body.read(ingest.READ_SIZE), b"")):
+            # ranged GETs, not one stream of the whole object (Store.stream says why)
+            for block in ingest.gunzip_chunks(store.stream(raw_key)):
                 writer.write(block)
             writer.close()          # False if a concurrent run finished first: same bytes
     except DataError as err:        # a corrupt or truncated .gz: nothing was written
         raise DataError(f"{raw_key}: {err.message}; replace or remove the object",
                         key=raw_key) from err
-    finally:
-        body.close()
     return plain_key
 
 
