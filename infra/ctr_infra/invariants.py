@@ -45,16 +45,16 @@ from ctr import chunking, criteo, layout
 from ctr.storage import Store
 
 
-@dataclass(frozen=True)
-class LineAccount:
+@dataclass(frozen=True, kw_only=True)
+class _Balance:
+    """What both accounts report: source lines against rows, rejects and lines held in
+    quarantined chunks, and the two sides of any difference."""
+
     source_lines: int           # consumed from raw/ (per the cursor)
-    unconsumed_lines: int       # still in raw/, not cut yet
     chunks: int
     parquet_rows: int
     rejected_lines: int
     pending_chunks: tuple[int, ...]
-    quarantined_sources: tuple[str, ...]
-    quarantined_chunks: tuple[int, ...]
     quarantined_lines: int      # lines of quarantined chunks (kept in chunks/)
     lost: int                   # source lines found nowhere downstream
     duplicated: int             # downstream lines beyond what the source has
@@ -64,13 +64,23 @@ class LineAccount:
     def ok(self) -> bool:
         return not self.problems
 
-    def summary(self) -> str:
+    def _balance(self, details: str) -> str:
         return (f"{self.source_lines} source lines = {self.parquet_rows} parquet rows + "
                 f"{self.rejected_lines} rejects + {self.quarantined_lines} in quarantined "
-                f"chunks ({self.chunks} chunks, {len(self.pending_chunks)} pending, "
-                f"{len(self.quarantined_chunks)} quarantined, {self.unconsumed_lines} not "
-                f"cut yet, {len(self.quarantined_sources)} sources quarantined); "
+                f"chunks ({self.chunks} chunks, {len(self.pending_chunks)} pending{details}); "
                 f"lost {self.lost}, duplicated {self.duplicated}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineAccount(_Balance):
+    unconsumed_lines: int       # still in raw/, not cut yet
+    quarantined_sources: tuple[str, ...]
+    quarantined_chunks: tuple[int, ...]
+
+    def summary(self) -> str:
+        return self._balance(f", {len(self.quarantined_chunks)} quarantined, "
+                             f"{self.unconsumed_lines} not cut yet, "
+                             f"{len(self.quarantined_sources)} sources quarantined")
 
 
 def lines_of(data: bytes) -> list[bytes]:
@@ -216,32 +226,16 @@ def account(store: Store, *, complete: bool = False, allow_pending: bool = False
 
 # --- the same account in bounded memory, for the full-size run -----------------------
 
-@dataclass(frozen=True)
-class StreamedAccount:
+@dataclass(frozen=True, kw_only=True)
+class StreamedAccount(_Balance):
     """`account` for data too big to hold: per chunk the same checks, and the chunks,
     concatenated, compared with the consumed raw bytes by SHA-256 instead of in memory."""
 
-    source_lines: int
     source_bytes: int
-    chunks: int
-    parquet_rows: int
-    rejected_lines: int
-    pending_chunks: tuple[int, ...]
-    quarantined_lines: int
-    lost: int
-    duplicated: int
-    problems: tuple[str, ...]
     seconds: float
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
     def summary(self) -> str:
-        return (f"{self.source_lines} source lines = {self.parquet_rows} parquet rows + "
-                f"{self.rejected_lines} rejects + {self.quarantined_lines} in quarantined "
-                f"chunks ({self.chunks} chunks, {len(self.pending_chunks)} pending); "
-                f"lost {self.lost}, duplicated {self.duplicated}")
+        return self._balance("")
 
 
 def _stream_raw(store: Store, key: str, start: int = 0, end: int | None = None
