@@ -105,12 +105,18 @@ def test_a_chunk_cut_twice_is_noticed(data):
     assert any("not the raw bytes the cursor consumed" in p for p in result.problems)
 
 
-def test_pending_chunks_and_uncut_lines_are_problems_unless_allowed(data):
+def _two_chunks_one_part(data: bytes) -> Store:
+    """Two chunks cut from `data`, only the first aggregated, the rest not cut yet."""
     store = Store(MemoryS3(), "bucket")
     store.put("raw/it/a.txt", data)
     chunking.cut_chunk(store, CHUNK)
     chunking.cut_chunk(store, CHUNK)
     aggregate.aggregate(store, [0])
+    return store
+
+
+def test_pending_chunks_and_uncut_lines_are_problems_unless_allowed(data):
+    store = _two_chunks_one_part(data)
     partial = account(store)
     assert partial.pending_chunks == (1,) and not partial.ok
     assert partial.unconsumed_lines == 410 - 2 * CHUNK
@@ -179,11 +185,7 @@ def test_streamed_account_notices_a_chunk_cut_twice(data):
 
 
 def test_streamed_account_agrees_on_pending_and_quarantined_chunks(data):
-    store = Store(MemoryS3(), "bucket")
-    store.put("raw/it/a.txt", data)
-    chunking.cut_chunk(store, CHUNK)
-    chunking.cut_chunk(store, CHUNK)
-    aggregate.aggregate(store, [0])
+    store = _two_chunks_one_part(data)
     _agree(store)
     _agree(store, allow_pending=True)
     heavy = _pipeline(source_with_rejects(240, seed=5, bad_every=10**9)
