@@ -151,17 +151,24 @@ def test_empty_input_and_last_line_without_newline() -> None:
     assert [r.reason for r in only_newlines.rejects] == ["empty line"] * 3
 
 
-def test_random_mutations_agree_with_the_per_line_authority() -> None:
-    """Fuzz: mutate valid lines byte-wise; whatever tier runs, a line is rejected exactly
-    when `line_problems` finds a problem."""
-    rng = random.Random(11)
+def mutated_lines(rng: random.Random, n: int) -> list[bytes]:
+    """`n` valid lines with 0-2 bytes each replaced by one of a troublesome alphabet
+    (digits, hex, x, signs, space, tab, CR, quote, upper case, NUL, non-UTF-8)."""
     alphabet = b"0123456789abcdefx-+ \t\r.\"AZ\x00\xff\xc3"
     lines = []
-    for line in _valid_lines(400):
+    for line in _valid_lines(n):
         mutated = bytearray(line)
         for _ in range(rng.choice([0, 1, 1, 2])):
             mutated[rng.randrange(len(mutated))] = rng.choice(alphabet)
         lines.append(bytes(mutated).replace(b"\n", b""))
+    return lines
+
+
+def test_random_mutations_agree_with_the_per_line_authority() -> None:
+    """Fuzz: mutate valid lines byte-wise; whatever tier runs, a line is rejected exactly
+    when `line_problems` finds a problem."""
+    rng = random.Random(11)
+    lines = mutated_lines(rng, 400)
     bad = {i for i, line in enumerate(lines) if criteo.line_problems(line.removesuffix(b"\r"))}
     assert 50 < len(bad) < len(lines)                     # the fuzz produced both kinds
     together = criteo.parse_tsv(_block(lines))

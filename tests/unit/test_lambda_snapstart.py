@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ctr_lambda_executor.worker import SnapshotTemplate, SnapshotUnavailable, Worker, WorkerSpec
+from tests.unit.test_lambda_worker import FAILING_HANDLERS
 
 # The module counts its imports in a file, so a test sees how often init ran.
 HANDLERS = '''
@@ -59,20 +60,7 @@ def ok(event, context):
             "init_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
             "snap_only": os.environ.get("SNAP_ONLY"), "env_var": os.environ.get("PER_ENV"),
             "remaining_ms": context.get_remaining_time_in_millis()}
-
-class BadThing(Exception):
-    pass
-
-def boom(event, context):
-    raise BadThing("it broke: " + str(event.get("why")))
-
-def sleepy(event, context):
-    time.sleep(event.get("seconds", 10))
-    return {"slept": True}
-
-def exits(event, context):
-    os._exit(3)
-'''
+''' + FAILING_HANDLERS
 
 
 def write_code(tmp_path: Path, code: str = HANDLERS) -> Path:

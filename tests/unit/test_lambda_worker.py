@@ -13,16 +13,9 @@ import pytest
 
 from ctr_lambda_executor.worker import Worker, WorkerSpec, python_path_for
 
-HANDLERS = '''
-import json, os, time
-INIT_PID = os.getpid()
-
-def ok(event, context):
-    print("hello from", context.function_name)
-    return {"echo": event, "request_id": context.aws_request_id,
-            "remaining_ms": context.get_remaining_time_in_millis(),
-            "pid": INIT_PID, "endpoint": os.environ.get("AWS_ENDPOINT_URL")}
-
+# Handlers that fail each way a function can (shared with test_lambda_snapstart): an
+# exception, a timeout, an exit.
+FAILING_HANDLERS = '''
 class BadThing(Exception):
     pass
 
@@ -36,6 +29,17 @@ def sleepy(event, context):
 def exits(event, context):
     os._exit(3)
 '''
+
+HANDLERS = '''
+import json, os, time
+INIT_PID = os.getpid()
+
+def ok(event, context):
+    print("hello from", context.function_name)
+    return {"echo": event, "request_id": context.aws_request_id,
+            "remaining_ms": context.get_remaining_time_in_millis(),
+            "pid": INIT_PID, "endpoint": os.environ.get("AWS_ENDPOINT_URL")}
+''' + FAILING_HANDLERS
 
 
 def make_worker(tmp_path: Path, handler: str, code: str = HANDLERS, **kw) -> Worker:

@@ -24,7 +24,7 @@ from ctr.schema import (
     to_record,
 )
 from tests.synth_parts import parquet_bytes
-from tests.unit.test_criteo import CORPUS, _block, _line, _valid_lines
+from tests.unit.test_criteo import CORPUS, _block, _line, _valid_lines, mutated_lines
 
 HEX = "0123456789abcdef"
 
@@ -135,13 +135,7 @@ def test_the_fast_path_relies_only_on_what_arrow_integers_really_accept() -> Non
 
 def test_random_mutations_parse_part_agrees_with_the_per_line_authority() -> None:
     rng = random.Random(12)
-    alphabet = b"0123456789abcdefx-+ \t\r.\"AZ\x00\xff\xc3"
-    lines = []
-    for line in _valid_lines(400):
-        mutated = bytearray(line)
-        for _ in range(rng.choice([0, 1, 1, 2])):
-            mutated[rng.randrange(len(mutated))] = rng.choice(alphabet)
-        lines.append(bytes(mutated).replace(b"\n", b""))
+    lines = mutated_lines(rng, 400)
     bad = {i for i, line in enumerate(lines) if criteo.line_problems(line.removesuffix(b"\r"))}
     assert 50 < len(bad) < len(lines)
     together = criteo.parse_part(_block(lines))
