@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ctr import faults
 from ctr.errors import ConflictError, NotFoundError, TransientError
@@ -22,6 +28,9 @@ from ctr.errors import ConflictError, NotFoundError, TransientError
 # Store.stream: bytes per ranged GET, and tries per range whose body breaks off
 STREAM_RANGE_BYTES = 64 * 1024 * 1024
 STREAM_ATTEMPTS = 4
+# A response body that ended before its bytes did (connection reset, short read, timeout)
+_BROKEN_BODY = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError,
+                BotoConnectionError)
 
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                    "ServiceUnavailable", "InternalError", "503"}
@@ -109,18 +118,10 @@ class Store:
 
     def _range_pinned(self, key: str, start: int, last: int, etag: str,
                       attempts: int) -> bytes:
-        from botocore.exceptions import (
-            ConnectionError as BotoConnectionError,
-        )
-        from botocore.exceptions import (
-            IncompleteReadError,
-            ReadTimeoutError,
-            ResponseStreamingError,
-        )
-
-        broken = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError,
-                  BotoConnectionError)
-        for attempt in range(1, attempts + 1):
+        """Bytes [start, last] of the object with ETag `etag`, fetched again when the
+        body breaks off or comes back short."""
+        problem = ""
+        for _ in range(attempts):
             try:
                 with _throttling_is_transient():
                     resp = self.s3.get_object(Bucket=self.bucket, Key=key,
@@ -131,18 +132,14 @@ class Store:
                     raise ConflictError(f"s3://{self.bucket}/{key} changed while it was "
                                         "being read", key=key) from err
                 raise
-            except broken as err:
-                if attempt == attempts:
-                    raise TransientError(f"s3://{self.bucket}/{key}: bytes {start}-{last} "
-                                         f"broke off {attempts} times: {err}",
-                                         key=key) from err
+            except _BROKEN_BODY as err:
+                problem = f"broke off: {err}"
                 continue
             if len(data) == last - start + 1:
                 return data
-            if attempt == attempts:
-                raise TransientError(f"s3://{self.bucket}/{key}: bytes {start}-{last}: "
-                                     f"{len(data)} bytes came back", key=key)
-        raise AssertionError("unreachable")
+            problem = f"{len(data)} bytes came back"
+        raise TransientError(f"s3://{self.bucket}/{key}: bytes {start}-{last} failed "
+                             f"{attempts} times (last: {problem})", key=key)
 
     def get_json(self, key: str) -> tuple[dict[str, Any], str] | None:
         """(document, etag) or None when absent."""
