@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from ctr_infra import localcloud
 from ctr_infra.commands.cloud import running_cloud
 from ctr_infra.localcloud import CloudConfig, Stack
 
@@ -73,9 +72,7 @@ class Cloud(Stack):
     def reset_data(self) -> None:
         """Empty the bucket's data prefixes and the model registry, for a module that
         needs to start from nothing (the session shares one stack)."""
-        for prefix in localcloud.DATA_PREFIXES:
-            for key in list(self.store.list_keys(prefix)):
-                self.s3.delete_object(Bucket=self.bucket, Key=key)
+        self.empty_data()
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 

@@ -402,6 +402,23 @@ class Stack:
         """`ChunkFunction` -> the deployed function's physical name."""
         return self.outputs[f"{logical}Name"]
 
+    def short_function_names(self) -> dict[str, str]:
+        """Deployed function name -> short name (`Chunk` for ChunkFunction)."""
+        return {v: k.removesuffix("FunctionName") for k, v in self.outputs.items()
+                if k.endswith("FunctionName")}
+
+    def empty_data(self) -> int:
+        """Delete every object under the data prefixes (DATA_PREFIXES), 1,000 keys per
+        request; returns how many."""
+        s3, deleted = self.client("s3"), 0
+        for prefix in DATA_PREFIXES:
+            keys = list(self.store.list_keys(prefix))
+            for i in range(0, len(keys), 1000):
+                s3.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+            deleted += len(keys)
+        return deleted
+
     def function_env(self, logical: str) -> dict[str, str]:
         conf = self.client("lambda").get_function_configuration(
             FunctionName=self.function_name(logical))

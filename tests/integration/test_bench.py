@@ -44,7 +44,7 @@ EXPECTED = {
     f"scale.{QUICK.scale_lines[0]}.backfill_lines_per_s": True,
     f"scale.{QUICK.scale_lines[0]}.state.aggregate_chunks_in_parallel_s": False,
     f"scale.{QUICK.scale_lines[0]}.peak_rss.localstack_mb": False,
-    f"scale.{QUICK.scale_lines[0]}.peak_rss.lambda_chunkfunction_mb": True,
+    f"scale.{QUICK.scale_lines[0]}.peak_rss.lambda_chunk_mb": True,
     "scale.extrapolated_criteo_s": False,
 }
 
@@ -129,7 +129,7 @@ def test_the_expected_figures_are_there_with_their_baselines(quick):
     scale = quick["results"]["sections"]["scale"]["raw"]
     (run,) = scale["runs"]
     assert run["invariant"]["ok"] and run["invariant"]["source_lines"] == QUICK.scale_lines[0]
-    assert run["peak_rss_mb"]["envs:ChunkFunction"] >= 1
+    assert run["peak_rss_mb"]["envs:Chunk"] >= 1
     assert scale["extrapolation"]["total_s"] > run["total_s"]
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ctr import ingest, layout, synth
-from ctr_infra import invariants, localcloud
+from ctr_infra import invariants
 from ctr_infra.bench.cloud import BenchCloud, function_env
 from ctr_infra.bench.pipeline import state_durations
 from ctr_infra.bench.plan import LAMBDA_MAX_MEMORY_MB, Echo, Plan
@@ -55,8 +55,7 @@ class Sampler:
 
     def __init__(self, cloud: BenchCloud, every_s: float = SAMPLE_EVERY_S) -> None:
         self.cloud, self.every_s = cloud, every_s
-        self.names = {v: k.removesuffix("Name") for k, v in cloud.outputs.items()
-                      if k.endswith("FunctionName")}
+        self.names = cloud.short_function_names()
         self.disk_path = tempfile.gettempdir()
         self.disk_start = shutil.disk_usage(self.disk_path).used
         self.peak: dict[str, float] = {}
@@ -94,18 +93,6 @@ class Sampler:
         return self.disk_peak - self.disk_start
 
 
-def empty_data(cloud: BenchCloud) -> int:
-    """Delete every object under the data prefixes; returns how many."""
-    s3, deleted = cloud.client("s3"), 0
-    for prefix in localcloud.DATA_PREFIXES:
-        keys = list(cloud.store.list_keys(prefix))
-        for i in range(0, len(keys), 1000):
-            s3.delete_objects(Bucket=cloud.bucket, Delete={
-                "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
-        deleted += len(keys)
-    return deleted
-
-
 def prefix_bytes(cloud: BenchCloud) -> dict[str, int]:
     """Stored bytes under each data prefix that holds any."""
     out: dict[str, int] = {}
@@ -127,7 +114,7 @@ def run_scale(cloud: BenchCloud, lines: int, workdir: Path, echo: Echo, *,
     """Generate, upload and run one execution on `lines` lines; see the module docstring."""
     from ctr_infra.commands.pipeline import start_execution, wait_execution
 
-    dropped = empty_data(cloud)
+    dropped = cloud.empty_data()
     echo(f"    {lines:,} lines: emptied the data prefixes ({dropped} objects)")
     path = workdir / f"scale-{lines}.tsv.gz"
     sampler = Sampler(cloud)

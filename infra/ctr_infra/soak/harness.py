@@ -277,10 +277,8 @@ class Soak:
     # --- memory ----------------------------------------------------------------------
     def _sample(self) -> None:
         while not self.stop.is_set():
-            names = {v: k.removesuffix("FunctionName") for k, v in self.stack.outputs.items()
-                     if k.endswith("FunctionName")}
             self.samples.append({"t": round(_now() - self.started, 1), **rss_by_component(
-                self.stack.cfg, names)})
+                self.stack.cfg, self.stack.short_function_names())})
             self.stop.wait(10)
 
     # --- the end ---------------------------------------------------------------------
