@@ -37,6 +37,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,32 +98,112 @@ def _raw_bytes(store: Store, key: str) -> bytes:
     return gzip.decompress(body) if key.endswith(".gz") else body
 
 
+class _Segment(NamedTuple):
+    """A stretch of consumed source, in chunk order: `raw_key`'s bytes up to `end`
+    (None: all of them), or -- for a quarantined source -- its chunks
+    [first_chunk, end_chunk), which are what was consumed from it."""
+
+    first_chunk: int
+    raw_key: str
+    end: int | None = None
+    quarantined_until: int | None = None
+
+
+def _consumed_segments(store: Store) -> list[_Segment]:
+    cursor, _ = chunking.load_cursor(store)
+    segments = [_Segment(d.first_chunk, d.raw_key) for d in cursor.done]
+    segments += [_Segment(q.first_chunk, q.raw_key, quarantined_until=q.end_chunk)
+                 for q in cursor.quarantined]
+    if cursor.source is not None:
+        segments.append(_Segment(cursor.source.first_chunk, cursor.source.raw_key,
+                                 end=cursor.source.offset))
+    return sorted(segments, key=lambda seg: seg.first_chunk)
+
+
+def _chunks_of(store: Store, seg: _Segment) -> Iterator[bytes]:
+    assert seg.quarantined_until is not None
+    return (store.get(layout.chunk_key(i)).body
+            for i in range(seg.first_chunk, seg.quarantined_until))
+
+
 def _consumed_source(store: Store) -> tuple[list[bytes], int]:
     """(consumed source bytes per raw object in chunk order, lines not yet consumed).
     A quarantined source's consumed bytes are its chunks (module docstring)."""
-    cursor, _ = chunking.load_cursor(store)
-    raw_keys = sorted(k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/"))
-    consumed: list[tuple[int, bytes]] = []
-    seen: set[str] = set()
-    for done in cursor.done:
-        consumed.append((done.first_chunk, _raw_bytes(store, done.raw_key)))
-        seen.add(done.raw_key)
-    for q in cursor.quarantined:
-        cut = b"".join(store.get(layout.chunk_key(i)).body
-                       for i in range(q.first_chunk, q.end_chunk))
-        consumed.append((q.first_chunk, cut))
-        seen.add(q.raw_key)
+    consumed: list[bytes] = []
     unconsumed = 0
-    if cursor.source is not None:
-        key, offset = cursor.source.raw_key, cursor.source.offset
-        data = _raw_bytes(store, key)
-        consumed.append((cursor.source.first_chunk, data[:offset]))
-        unconsumed += len(lines_of(data[offset:]))
-        seen.add(key)
-    for key in raw_keys:
+    segments = _consumed_segments(store)
+    for seg in segments:
+        if seg.quarantined_until is not None:
+            consumed.append(b"".join(_chunks_of(store, seg)))
+            continue
+        data = _raw_bytes(store, seg.raw_key)
+        if seg.end is not None:
+            unconsumed += len(lines_of(data[seg.end:]))
+            data = data[:seg.end]
+        consumed.append(data)
+    seen = {seg.raw_key for seg in segments}
+    for key in sorted(k for k in store.list_keys(layout.RAW_PREFIX) if not k.endswith("/")):
         if key not in seen:
             unconsumed += len(lines_of(_raw_bytes(store, key)))
-    return [data for _, data in sorted(consumed, key=lambda c: c[0])], unconsumed
+    return consumed, unconsumed
+
+
+class _Downstream(NamedTuple):
+    """The chunks by key, and per chunk index its part, its rejects file, and whether a
+    quarantine marker names it."""
+
+    chunk_keys: list[str]
+    parts: dict[int, str]
+    reject_keys: dict[int, str]
+    markers: set[int]
+
+    @classmethod
+    def read(cls, store: Store) -> _Downstream:
+        return cls(sorted(k for k in store.list_keys(layout.CHUNKS_PREFIX)
+                          if not k.endswith("/")),
+                   {layout.index_of(k): k for k in store.list_keys(layout.PARQUET_PREFIX)},
+                   {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)
+                    if layout.is_chunk_rejects_key(k)},
+                   {layout.index_of(k)
+                    for k in store.list_keys(layout.QUARANTINED_CHUNKS_PREFIX)})
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.chunk_keys != [layout.chunk_key(i) for i in range(len(self.chunk_keys))]:
+            out.append(f"chunk keys are not contiguous from 0: {self.chunk_keys}")
+        chunks = {layout.index_of(k) for k in self.chunk_keys}
+        if stray := sorted((set(self.parts) | set(self.reject_keys) | self.markers) - chunks):
+            out.append(f"parts, rejects or quarantine markers without a chunk: {stray}")
+        return out
+
+
+class _Fate(NamedTuple):
+    """What became of one chunk's lines: `lines` are where they are now (the part's rows
+    and the rejected texts; the chunk's own lines while it has no part)."""
+
+    lines: list[bytes]
+    rows: int = 0
+    rejected: int = 0
+    held: bool = False             # quarantined: no part, lines kept in chunks/
+    pending: bool = False          # waiting for aggregation
+    problems: tuple[str, ...] = ()
+
+
+def _fate(store: Store, down: _Downstream, index: int, chunk_lines: list[bytes]) -> _Fate:
+    if index not in down.parts:
+        if index not in down.markers:
+            return _Fate(chunk_lines, pending=True)
+        if index not in down.reject_keys:
+            problems = [f"chunk {index}: quarantined without a rejects file"]
+        else:
+            problems = _check_rejects(index, chunk_lines,
+                                      _rejects(store, down.reject_keys[index]))
+        return _Fate(chunk_lines, held=True, problems=tuple(problems))
+    part = _part_lines(store, down.parts[index])
+    rejects = _rejects(store, down.reject_keys[index]) if index in down.reject_keys else []
+    return _Fate(part + [r.text.removesuffix(b"\r") for r in rejects], rows=len(part),
+                 rejected=len(rejects),
+                 problems=tuple(_check_chunk(index, chunk_lines, part, rejects)))
 
 
 def _part_lines(store: Store, key: str) -> list[bytes]:
@@ -167,47 +248,25 @@ def account(store: Store, *, complete: bool = False, allow_pending: bool = False
     consumed, unconsumed = _consumed_source(store)
     source = [line for data in consumed for line in lines_of(data)]
 
-    chunk_keys = sorted(k for k in store.list_keys(layout.CHUNKS_PREFIX) if not k.endswith("/"))
-    if chunk_keys != [layout.chunk_key(i) for i in range(len(chunk_keys))]:
-        problems.append(f"chunk keys are not contiguous from 0: {chunk_keys}")
-    chunk_bytes = {layout.index_of(k): store.get(k).body for k in chunk_keys}
+    down = _Downstream.read(store)
+    problems += down.problems()
+    chunk_bytes = {layout.index_of(k): store.get(k).body for k in down.chunk_keys}
     if b"".join(chunk_bytes[i] for i in sorted(chunk_bytes)) != b"".join(consumed):
         problems.append("the chunks, concatenated, are not the raw bytes the cursor consumed")
-
-    parts = {layout.index_of(k): k for k in store.list_keys(layout.PARQUET_PREFIX)}
-    reject_keys = {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)
-                   if layout.is_chunk_rejects_key(k)}
-    markers = {layout.index_of(k) for k in store.list_keys(layout.QUARANTINED_CHUNKS_PREFIX)}
-    if stray := sorted((set(parts) | set(reject_keys) | markers) - set(chunk_bytes)):
-        problems.append(f"parts, rejects or quarantine markers without a chunk: {stray}")
-    held = tuple(sorted((markers & set(chunk_bytes)) - set(parts)))   # quarantined, no part
-    pending = tuple(sorted(set(chunk_bytes) - set(parts) - set(held)))
+    fates = {i: _fate(store, down, i, lines_of(chunk)) for i, chunk in sorted(chunk_bytes.items())}
+    held = tuple(i for i, f in fates.items() if f.held)
+    pending = tuple(i for i, f in fates.items() if f.pending)
     if pending and not allow_pending:
         problems.append(f"chunks not aggregated: {list(pending)}")
     if complete and unconsumed:
         problems.append(f"{unconsumed} raw lines were never cut into a chunk")
-
     downstream: Counter[bytes] = Counter()
-    rows = rejected = held_lines = 0
-    for index, chunk in sorted(chunk_bytes.items()):
-        chunk_lines = lines_of(chunk)
-        if index not in parts:
-            downstream.update(chunk_lines)           # waiting or quarantined in chunks/
-            if index in held:
-                held_lines += len(chunk_lines)
-                if index not in reject_keys:
-                    problems.append(f"chunk {index}: quarantined without a rejects file")
-                else:
-                    problems += _check_rejects(index, chunk_lines,
-                                               _rejects(store, reject_keys[index]))
-            continue
-        part = _part_lines(store, parts[index])
-        rejects = _rejects(store, reject_keys[index]) if index in reject_keys else []
-        problems += _check_chunk(index, chunk_lines, part, rejects)
-        downstream.update(part)
-        downstream.update(r.text.removesuffix(b"\r") for r in rejects)
-        rows += len(part)
-        rejected += len(rejects)
+    for f in fates.values():
+        downstream.update(f.lines)
+        problems += f.problems
+    rows = sum(f.rows for f in fates.values())
+    rejected = sum(f.rejected for f in fates.values())
+    held_lines = sum(len(f.lines) for f in fates.values() if f.held)
 
     expected = Counter(source)
     lost = sum((expected - downstream).values())
@@ -238,18 +297,16 @@ class StreamedAccount(_Balance):
         return self._balance("")
 
 
-def _stream_raw(store: Store, key: str, start: int = 0, end: int | None = None
-                ) -> Iterator[bytes]:
-    """The bytes [start, end) of a raw object (ranged GETs: `Store.stream`), gunzipped
-    here with zlib, member after member (not by the product's transcode) for a .gz."""
+def _stream_raw(store: Store, key: str, end: int | None = None) -> Iterator[bytes]:
+    """The first `end` bytes (None: all) of a raw object (ranged GETs: `Store.stream`),
+    gunzipped here with zlib, member after member (not by the product's transcode)."""
     at = 0
     for block in _gunzipped(store.stream(key)) if key.endswith(".gz") else store.stream(key):
-        lo, hi = max(start - at, 0), len(block) if end is None else min(end - at, len(block))
-        if hi > lo:
-            yield block[lo:hi]
-        at += len(block)
-        if end is not None and at >= end:
+        if end is not None and at + len(block) >= end:
+            yield block[:end - at]
             return
+        yield block
+        at += len(block)
 
 
 def _gunzipped(blocks: Iterator[bytes]) -> Iterator[bytes]:
@@ -273,64 +330,44 @@ def account_streamed(store: Store, *, allow_pending: bool = False) -> StreamedAc
     concatenated -- together the same guarantee as the whole-data Counter."""
     t0 = time.monotonic()
     problems: list[str] = []
-    cursor, _ = chunking.load_cursor(store)
     raw_hash, chunk_hash = hashlib.sha256(), hashlib.sha256()
-    # (first chunk, raw key, consumed bytes or None for all); a quarantined source's
-    # consumed bytes are its chunks (raw key None)
-    segments: list[tuple[int, str | None, int | None, int]] = [
-        (d.first_chunk, d.raw_key, None, 0) for d in cursor.done]
-    segments += [(q.first_chunk, None, None, q.end_chunk) for q in cursor.quarantined]
-    if cursor.source is not None:
-        segments.append((cursor.source.first_chunk, cursor.source.raw_key,
-                         cursor.source.offset, 0))
     source_bytes = 0
-    for first, key, end, end_chunk in sorted(segments, key=lambda s: s[0]):
-        blocks = (_stream_raw(store, key, 0, end) if key is not None else
-                  (store.get(layout.chunk_key(i)).body for i in range(first, end_chunk)))
+    for seg in _consumed_segments(store):
+        blocks = (_chunks_of(store, seg) if seg.quarantined_until is not None
+                  else _stream_raw(store, seg.raw_key, seg.end))
         for block in blocks:
             raw_hash.update(block)
             source_bytes += len(block)
 
-    chunk_keys = sorted(k for k in store.list_keys(layout.CHUNKS_PREFIX) if not k.endswith("/"))
-    if chunk_keys != [layout.chunk_key(i) for i in range(len(chunk_keys))]:
-        problems.append(f"chunk keys are not contiguous from 0: {chunk_keys[:5]}...")
-    parts = {layout.index_of(k): k for k in store.list_keys(layout.PARQUET_PREFIX)}
-    reject_keys = {layout.index_of(k): k for k in store.list_keys(layout.REJECTS_PREFIX)
-                   if layout.is_chunk_rejects_key(k)}
-    markers = {layout.index_of(k) for k in store.list_keys(layout.QUARANTINED_CHUNKS_PREFIX)}
+    down = _Downstream.read(store)
+    problems += down.problems()
     lines = rows = rejected = held_lines = lost = duplicated = 0
     pending: list[int] = []
-    for key in chunk_keys:
+    for key in down.chunk_keys:
         index = layout.index_of(key)
         chunk = store.get(key).body
         chunk_hash.update(chunk)
         chunk_lines = lines_of(chunk)
+        fate = _fate(store, down, index, chunk_lines)
         lines += len(chunk_lines)
-        if index not in parts:
-            if index in markers:
-                held_lines += len(chunk_lines)
-            else:
-                pending.append(index)
-            continue
-        part = _part_lines(store, parts[index])
-        rejects = _rejects(store, reject_keys[index]) if index in reject_keys else []
-        problems += _check_chunk(index, chunk_lines, part, rejects)
-        downstream = Counter(part) + Counter(r.text.removesuffix(b"\r") for r in rejects)
-        expected = Counter(chunk_lines)
-        lost += sum((expected - downstream).values())
-        duplicated += sum((downstream - expected).values())
-        rows += len(part)
-        rejected += len(rejects)
+        rows, rejected = rows + fate.rows, rejected + fate.rejected
+        held_lines += len(chunk_lines) if fate.held else 0
+        if fate.pending:
+            pending.append(index)
+        problems += fate.problems
+        expected, found = Counter(chunk_lines), Counter(fate.lines)
+        lost += sum((expected - found).values())
+        duplicated += sum((found - expected).values())
     if raw_hash.digest() != chunk_hash.digest():
         problems.append("the chunks, concatenated, are not the raw bytes the cursor consumed "
                         "(SHA-256 differs)")
     if pending and not allow_pending:
-        problems.append(f"{len(pending)} chunks not aggregated: {pending[:10]}")
+        problems.append(f"chunks not aggregated: {pending}")
     if lost or duplicated:
         problems.append(f"chunks vs parquet + rejects: {lost} lines lost, "
                         f"{duplicated} duplicated")
     return StreamedAccount(source_lines=lines, source_bytes=source_bytes,
-                           chunks=len(chunk_keys), parquet_rows=rows,
+                           chunks=len(down.chunk_keys), parquet_rows=rows,
                            rejected_lines=rejected, pending_chunks=tuple(pending),
                            quarantined_lines=held_lines, lost=lost, duplicated=duplicated,
                            problems=tuple(problems), seconds=time.monotonic() - t0)
