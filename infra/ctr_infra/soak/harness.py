@@ -43,6 +43,7 @@ from ctr_infra.invariants import account
 from ctr_infra.localcloud import CloudConfig, Stack
 from ctr_infra.soak.feeder import Feeder
 
+SERVED_SETTLE_S = 20.0          # pointer TTL (5 s) + an environment's refresh
 TICK_S = 60.0
 SOAK_STACK = "ctr-soak"
 # Stack parameters sized for a soak on a 2-core machine: small chunks and a bounded
@@ -349,9 +350,17 @@ class Soak:
 
         found = self.stack.store.get_json(guard.LEASE_KEY)
         holder = found[0].get("holder") if found else None
-        served = _http_json(self.stack.outputs["LocalApiUrl"] + "/health")
         registry = production_version(self.stack)
-        served_version = served.get("version") if served else None
+        # Serving follows the pointer within its TTL (POINTER_TTL_SECONDS, 5 s): a reload
+        # that finished just before the drain ended is seen by the API a few seconds
+        # later, so the served version is polled for that long (plus a margin).
+        deadline = _now() + SERVED_SETTLE_S
+        while True:
+            served = _http_json(self.stack.outputs["LocalApiUrl"] + "/health")
+            served_version = served.get("version") if served else None
+            if str(served_version) == str(registry) or _now() >= deadline:
+                break
+            time.sleep(1.0)
         # The schedule keeps ticking while the checks run: a lease held by an execution
         # that is running now is that execution's, not a leak. A leak is a lease whose
         # holder is not running.
