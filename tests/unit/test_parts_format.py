@@ -78,6 +78,25 @@ def test_what_the_parser_refuses_is_not_converted() -> None:
             value[position] = byte
             column = pa.array([b"00000000", bytes(value)], pa.binary(8))
             assert cathash.from_fixed8([column]) is None, (position, byte)
+            assert cathash.decode_values(b"00000000" + bytes(value)) is None, (position, byte)
+            assert not cathash.hex_keys(pa.array([bytes(value).decode("latin-1")]))[2].any()
+
+
+def test_values_back_to_back_decode_in_one_call() -> None:
+    """`decode_values` (the request path's hex decoding: all values valid, no
+    separators) gives the numbers `from_hex` gives, and only for whole 8-character
+    values."""
+    text = _hex_samples()
+    decoded = cathash.decode_values("".join(text).encode())
+    assert decoded is not None
+    assert decoded.tolist() == [int(v, 16) for v in text]
+    assert cathash.decode_values(b"") is not None
+    assert cathash.decode_values(b"0123abcd0") is None           # not whole values
+    with_nulls = pa.array(["0123abcd", None, "", "ffffffff"]).cast(pa.string())
+    keys, missing, valid = cathash.hex_keys(with_nulls)
+    assert missing.tolist() == [False, True, False, False]
+    assert valid.tolist() == [True, False, False, True]         # "" is not a value here
+    assert keys[[0, 3]].tolist() == [0x0123ABCD, 0xFFFFFFFF]
 
 
 # --------------------------------------------------------------------------- parse_part

@@ -20,6 +20,7 @@ Conversions work on Arrow buffers with a few NumPy passes, no per-value Python:
 from __future__ import annotations
 
 import binascii
+from collections.abc import Buffer
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +46,24 @@ def _missing(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     if column.null_count == 0:
         return None
     return np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def decode_values(text: Buffer) -> np.ndarray | None:
+    """8-character values back to back (no separators) -> their uint32 as a big-endian
+    array, or None when any character is not one of `[0-9a-f]`: `binascii.unhexlify`
+    (C) decodes and refuses anything but `[0-9a-fA-F]`, and the bit test of
+    `from_fixed8` refuses upper case."""
+    view = memoryview(text).cast("B")
+    if view.nbytes % 8:
+        return None
+    try:
+        decoded = binascii.unhexlify(view)
+    except binascii.Error:
+        return None
+    lanes = np.frombuffer(view, dtype=np.uint64)
+    if np.bitwise_and(np.invert(lanes), _BIT_20).any():
+        return None                                        # upper case
+    return np.frombuffer(decoded, dtype=">u4")
 
 
 def from_fixed8(columns: list[pa.ChunkedArray | pa.Array]) -> list[pa.Array] | None:
@@ -107,7 +126,13 @@ def hex_keys(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray
     data = np.frombuffer(data_buf, dtype=np.uint8)
     if rows.size == n - int(missing.sum()) and not lengths[missing].any():
         # The usual case: every value is 8 bytes, nulls are empty -> one contiguous block.
-        chars = data[offsets[0]:offsets[0] + 8 * rows.size].reshape(-1, 8)
+        block = data[offsets[0]:offsets[0] + 8 * rows.size]
+        decoded = decode_values(block)
+        if decoded is not None:         # ... of valid values only (requests): 2x faster
+            keys[rows] = decoded
+            valid[rows] = True
+            return keys, missing, valid
+        chars = block.reshape(-1, 8)
     else:
         chars = data[offsets[rows][:, None] + np.arange(8)]
     digits = np.ascontiguousarray(np.take(_HEX_VALUE, chars))

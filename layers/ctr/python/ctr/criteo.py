@@ -389,7 +389,6 @@ def _int_value(value: Any) -> tuple[int | None, str | None]:
 # bool, an unknown key, a bad value -- makes the fast path answer None, and the per-field
 # path below decides (and words every error), so both give the same table or the same
 # errors (tested on fuzzed input).
-_HEX = b"0123456789abcdef"
 _KNOWN_ROW_KEYS = frozenset({*FEATURE_COLUMNS, LABEL})
 _ALL_FIELDS = operator.itemgetter(*FEATURE_COLUMNS)
 _ARROW_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
@@ -413,7 +412,7 @@ def _cats_checked(column: pa.Array) -> pa.Array | None:
     offsets = np.frombuffer(offsets_buf, dtype=np.int32)[column.offset:column.offset
                                                          + len(column) + 1]
     data = memoryview(data_buf)[offsets[0]:offsets[-1]]
-    return None if bytes(data).translate(None, _HEX) else column
+    return column if cathash.decode_values(data) is not None else None
 
 
 def _ints_checked(column: pa.Array) -> bool:
@@ -424,9 +423,11 @@ def _ints_checked(column: pa.Array) -> bool:
     return bounds["min"] >= -JSON_SAFE_INT and bounds["max"] <= JSON_SAFE_INT
 
 
-def _typed_table(columns: Sequence[pa.Array | None], n: int) -> pa.Table | None:
+def checked_table(columns: Sequence[pa.Array | None], n: int) -> pa.Table | None:
     """The 39 columns (FEATURE_COLUMNS order) as Arrow inferred them from JSON values
-    (None: absent from every row) as a table, if every value is certainly valid.
+    (None: absent from every row) as a table, if every value is certainly valid; None
+    sends the caller to the per-field path. (Also the check of the predict API's
+    column-wise body reader, `ctr.serving.fast_json.rows_body_table`.)
 
     Arrow's inference is used rather than a target type on purpose: converting to int64
     would truncate 2.5 to 2 without a word; inferred, a fractional number makes the
@@ -482,7 +483,7 @@ def _rows_fast(rows: list[Any]) -> pa.Table | None:
         columns = [None if v is None else pa.array(v) for v in values]
     except _ARROW_CONVERSION_ERRORS:
         return None
-    return _typed_table(columns, len(rows))
+    return checked_table(columns, len(rows))
 
 
 def features_to_table(vectors: list[list[Any]]) -> pa.Table | None:
@@ -495,7 +496,7 @@ def features_to_table(vectors: list[list[Any]]) -> pa.Table | None:
         columns = [pa.array(values) for values in zip(*vectors, strict=True)]
     except _ARROW_CONVERSION_ERRORS:
         return None
-    return _typed_table(columns, len(vectors))
+    return checked_table(columns, len(vectors))
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:

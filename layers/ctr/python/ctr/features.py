@@ -269,12 +269,12 @@ class _Lookup:
     Entries: the kept values of C1..C26 in column order, then each column's "other"
     bucket, then each column's "missing" bucket, then I1..I13's bins and "missing".
     Kept keys carry their column in the high bits (key + (j << 32), still sorted), so
-    one binary search finds the values of all 26 columns at once; integer bin edges
-    are rows of one matrix padded with +inf, so one comparison bins all 13 columns.
+    one binary search finds the values of all 26 columns at once; integer columns are
+    binned by one binary search each, over their own edges.
     """
 
     cat_keys: np.ndarray            # int64, sorted; ends with a key no value can have
-    int_edges: np.ndarray           # (13, max edges) float64, +inf padded
+    int_edges: tuple[np.ndarray, ...]   # each integer column's sorted bin edges
     int_missing: np.ndarray         # (13, 1): each integer column's "missing" bin
     int_first: np.ndarray           # (13, 1): entry of each integer column's bin 0
     rates: np.ndarray               # float64 per entry
@@ -287,17 +287,14 @@ class _Lookup:
         ints = [transform.integers[c] for c in INT_COLUMNS]
         kept = [s.keys + (j << 32) for j, s in enumerate(cats)]
         sentinel = np.array([len(CAT_COLUMNS) << 32], dtype=np.int64)
-        edges = np.full((len(ints), max(s.edges.size for s in ints)), np.inf)
-        for j, s in enumerate(ints):
-            edges[j, :s.edges.size] = s.edges
         int_tables = [s.bucket_rates() for s in ints]
         sizes = np.array([t.size for t in int_tables], dtype=np.int64)
         first = sum(k.size for k in kept) + 2 * len(cats) + np.r_[0, np.cumsum(sizes)[:-1]]
         rates = np.concatenate([*(s.rates for s in cats), [s.other_rate for s in cats],
                                 [s.missing_rate for s in cats], *int_tables])
-        return cls(np.concatenate([*kept, sentinel]), edges, (sizes - 1)[:, None],
-                   first[:, None], rates, _logit(rates) - _logit(transform.prior),
-                   float(_logit(transform.prior)))
+        return cls(np.concatenate([*kept, sentinel]), tuple(s.edges for s in ints),
+                   (sizes - 1)[:, None], first[:, None], rates,
+                   _logit(rates) - _logit(transform.prior), float(_logit(transform.prior)))
 
     def encode_block(self, block: pa.Table, out: np.ndarray,
                      terms_out: np.ndarray | None = None) -> None:
@@ -317,12 +314,16 @@ class _Lookup:
                   where=missing.reshape(n_cat, n))
         out[:, n_int:n_int + n_cat] = self.rates[entry].T
         # Integers: the feature is the value (float32, NaN = missing); for the log-odds
-        # sum, bin = number of edges <= value (= searchsorted(side="right")).
+        # sum, bin = number of edges <= value, as `_int_buckets` bins them in training
+        # (one search per column: a comparison against every edge cost 6x as much at
+        # 1,000 rows).
         ints = _stacked(block, INT_COLUMNS, pa.int64())
         out[:, :n_int] = (pc.cast(ints, pa.float32(), safe=False)
                           .to_numpy(zero_copy_only=False).reshape(n_int, n).T)
         values = _int_values(ints).reshape(n_int, n)
-        bins = np.count_nonzero(self.int_edges[:, None, :] <= values[:, :, None], axis=2)
+        bins = np.empty((n_int, n), dtype=np.intp)
+        for j, edges in enumerate(self.int_edges):
+            bins[j] = edges.searchsorted(values[j], side="right")
         np.copyto(bins, np.broadcast_to(self.int_missing, bins.shape), where=np.isnan(values))
         # The log-odds sum, added column by column in a fixed order (C1..C26, I1..I13),
         # so the floats do not depend on how many rows are encoded together.
