@@ -1,8 +1,8 @@
 """The pruned deps-serve layer (layers/deps-serve/prune.txt) is not only small but
 sufficient: in a fresh interpreter that sees only the standard library, the `ctr` layer
 and exactly the layer's remaining files (as in Lambda), the predict handler imports,
-and a real bundle predicts, explains, parses TSV and JSON input, reads Parquet and
-scores a batch block."""
+and a real bundle predicts, explains, parses TSV and JSON input (also with Arrow's JSON
+reader), reads Parquet and scores a batch block."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ predictor = Predictor.load(work)
 lines = (work / "lines.tsv").read_text().splitlines()
 table, errors = criteo.lines_to_table(lines)
 rows = criteo.rows_to_table(json.loads((work / "rows.json").read_text()))
+from ctr.serving import fast_json         # large bodies are read by Arrow's JSON reader
+body = json.dumps({"rows": json.loads((work / "rows.json").read_text())}).encode()
+assert fast_json.rows_body_table(body).equals(rows)
 why = predictor.explain_table(table)
 parquet = pq.read_table(pa.BufferReader((work / "part.parquet").read_bytes()))
 part, rejects, n_lines, n_rows, n_rejects = scoring.score_bytes(

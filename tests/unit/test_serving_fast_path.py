@@ -122,26 +122,177 @@ def test_any_other_shape_gets_pydantics_errors(data, loc):
     assert any(tuple(e["loc"]) == loc for e in caught.value.errors()), caught.value.errors()
 
 
-def test_the_predict_route_reads_bodies_with_the_fast_parser(monkeypatch):
-    from fastapi.testclient import TestClient
-
-    from tests.unit.test_serving_app import Cloud, make_client
-
-    calls: list[int] = []
-    real = fast_json.parse_json
-
-    def counting(body: bytes) -> Any:
-        calls.append(len(body))
-        return real(body)
-
-    monkeypatch.setattr(fast_json, "parse_json", counting)
+def _api() -> Any:
     import tempfile
     from pathlib import Path
 
+    from tests.unit.test_serving_app import Cloud, make_client
+
     cloud = Cloud(Path(tempfile.mkdtemp()))
     cloud.release(0)
-    api: TestClient = make_client(cloud)
-    body = json.dumps({"rows": ROWS}).encode()
-    response = api.post("/predict", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == 200 and response.json()["num_samples"] == len(ROWS)
-    assert calls == [len(body)]
+    return make_client(cloud)
+
+
+def test_the_predict_route_reads_bodies_with_the_fast_readers(monkeypatch):
+    """A large rows body is read column-wise (never as Python objects); a small one,
+    or one the column reader steps aside from, by pydantic-core's parser; all three
+    answer the same predictions."""
+    calls: list[str] = []
+    real_parse, real_rows = fast_json.parse_json, fast_json.rows_body_table
+
+    def parse(body: bytes) -> Any:
+        calls.append("parse_json")
+        return real_parse(body)
+
+    def rows_table(body: bytes) -> Any:
+        table = real_rows(body)
+        calls.append("columns" if table is not None else "columns: no")
+        return table
+
+    monkeypatch.setattr(fast_json, "parse_json", parse)
+    monkeypatch.setattr(fast_json, "rows_body_table", rows_table)
+    api = _api()
+    headers = {"content-type": "application/json"}
+    answers = {}
+    for name, body in [("large", json.dumps({"rows": ROWS}).encode()),
+                       ("small", json.dumps({"rows": ROWS[:3]}).encode()),
+                       ("label", json.dumps({"rows": [dict(r, label=0) for r in ROWS]}).encode())]:
+        calls.clear()
+        response = api.post("/predict", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        answers[name] = response.json()["predictions"]
+        assert calls == {"large": ["columns"], "small": ["columns: no", "parse_json"],
+                         "label": ["columns: no", "parse_json"]}[name]
+    assert answers["small"] == answers["large"][:3]
+    assert answers["label"] == answers["large"]
+    assert len(json.dumps({"rows": ROWS[:3]})) < fast_json.ROWS_BODY_MIN_BYTES < len(
+        json.dumps({"rows": ROWS[:16]}))         # 16 rows: where the fast paths start
+
+
+# --------------------------------------------------------------------------- rows_body_table
+
+BIG = sample_table(400, seed=9).select(list(FEATURE_COLUMNS)).to_pylist()
+
+
+def usual_outcome(body: bytes) -> tuple[Any, ...]:
+    """What the request path without the column reader makes of a body: a table, or
+    the kind of refusal (JSON error, shape error, value error)."""
+    from ctr import criteo
+    from ctr.errors import ValidationError
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ("not json",)
+    try:
+        request = schemas.PredictRequest.model_validate(data)
+    except pydantic.ValidationError:
+        return ("bad shape",)
+    if request.form != "rows":
+        return ("other form",)
+    try:
+        return ("table", criteo.rows_to_table(request.rows or []))
+    except ValidationError:
+        return ("bad values",)
+
+
+def agrees(body: bytes) -> bool:
+    """The column reader either steps aside or gives exactly the usual table."""
+    table = fast_json.rows_body_table(body)
+    if table is None:
+        return True
+    usual = usual_outcome(body)
+    return usual[0] == "table" and table.equals(usual[1]) and table.schema == usual[1].schema
+
+
+@pytest.mark.parametrize("layout", [
+    {}, {"separators": (",", ":")}, {"indent": 2}, {"indent": "\t"}, {"ensure_ascii": False}])
+def test_valid_rows_bodies_are_read_into_the_usual_table(layout):
+    rows = [dict(reversed(list(r.items()))) if i % 3 else r for i, r in enumerate(BIG)]
+    rows[5] = {}                                                  # all missing
+    rows[6] = {k: v for k, v in BIG[6].items() if v is not None}  # absent keys
+    rows[7] = {**BIG[7], "C3": "", "C4": None}                    # "" is missing too
+    body = json.dumps({"rows": rows}, **layout).encode()
+    table = fast_json.rows_body_table(body)
+    assert table is not None
+    assert table.num_rows == len(rows)
+    usual = usual_outcome(body)
+    assert usual[0] == "table" and table.equals(usual[1])
+
+
+def _body_with(change: Any) -> bytes:
+    rows = [dict(r) for r in BIG[:40]]
+    change(rows)
+    return json.dumps({"rows": rows}).encode()
+
+
+def _set(i: int, key: str, value: Any) -> Any:
+    return lambda rows: rows[i].__setitem__(key, value)
+
+
+STEP_ASIDE = {
+    "a string integer": _body_with(_set(3, "I2", "7")),
+    "an integral float": _body_with(_set(3, "I2", 7.0)),
+    "a fraction": _body_with(_set(3, "I2", 7.5)),
+    "a bool": _body_with(_set(3, "I2", True)),
+    "beyond 2**53": _body_with(_set(3, "I2", 2**53)),
+    "beyond int64": _body_with(_set(3, "I2", 2**63)),
+    "a number as a categorical": _body_with(_set(3, "C2", 12345678)),
+    "upper-case hex": _body_with(_set(3, "C2", "ABCDEF12")),
+    "seven hex characters": _body_with(_set(3, "C2", "abcdef1")),
+    "a label": _body_with(_set(3, "label", 1)),
+    "an unknown key": _body_with(_set(3, "I14", 1)),
+    "a null row": _body_with(lambda rows: rows.__setitem__(4, None)),
+    "a list row": _body_with(lambda rows: rows.__setitem__(4, [1, 2])),
+    "no rows": json.dumps({"rows": []}).encode().ljust(9000),
+    "rows null": json.dumps({"rows": None}).encode().ljust(9000),
+    "two forms": _body_with(lambda rows: None)[:-1] + b', "lines": ["x"]}',
+    "a second document": _body_with(lambda rows: None) * 2,
+    "a second document on its own line": _body_with(lambda rows: None) + b"\n{}",
+    "trailing text": _body_with(lambda rows: None) + b" x",
+    "a duplicated key": _body_with(lambda rows: None).replace(b'"I1": ', b'"I1": 1, "I1": ', 1),
+    "a trailing comma": _body_with(lambda rows: None).replace(b"}]}", b"},]}"),
+    "NaN": _body_with(_set(3, "I2", float("nan"))),
+    "cut short": _body_with(lambda rows: None)[:-3],
+    "not UTF-8": _body_with(_set(3, "C2", "x")).replace(b'"x"', b'"\xff\xfe"'),
+}
+
+
+@pytest.mark.parametrize("case", list(STEP_ASIDE))
+def test_the_column_reader_steps_aside_from_anything_unusual(case):
+    """Everything the usual path would refuse or read differently: the column reader
+    answers None (the body is then read as before, so the errors are the usual ones)."""
+    body = STEP_ASIDE[case]
+    assert len(body) >= fast_json.ROWS_BODY_MIN_BYTES
+    assert fast_json.rows_body_table(body) is None
+
+
+MUTATIONS = [b" ", b"\n", b"\t", b",", b":", b"{", b"}", b"[", b"]", b'"', b"\\", b"0", b"1",
+             b"9", b"-", b".", b"e", b"E", b"+", b"a", b"f", b"A", b"n", b"null", b"true", b"1.0",
+             b'""', b'"I1"', b'"C1"', b"\\u0031", b"\xc3\xa9", b"\xff", b"\x00"]
+
+
+def test_mutated_bodies_never_read_differently():
+    """Byte-level mutations of a valid body (insertions, deletions, replacements of
+    structural characters, digits, letters, escapes, invalid UTF-8): whenever the
+    column reader accepts the result, it is valid JSON and the usual path gives the
+    same table. Enough of them stay readable that acceptance itself is exercised."""
+    rnd = random.Random(23)
+    base = json.dumps({"rows": BIG[:30]}).encode()
+    accepted = 0
+    for _ in range(1500):
+        body = bytearray(base)
+        for _ in range(rnd.randint(1, 3)):
+            at = rnd.randrange(len(body))
+            roll = rnd.random()
+            if roll < 0.3:
+                del body[at:at + rnd.randint(1, 3)]
+            elif roll < 0.6:
+                body[at:at] = rnd.choice(MUTATIONS)
+            elif body[at:at + 1].isdigit():
+                body[at:at + 1] = rnd.choice(b"0123456789").to_bytes(1, "big")
+            else:
+                body[at:at + 1] = rnd.choice(MUTATIONS)
+        accepted += fast_json.rows_body_table(bytes(body)) is not None
+        assert agrees(bytes(body)), bytes(body)[:200]
+    assert accepted >= 50, accepted
