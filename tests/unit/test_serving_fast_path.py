@@ -250,11 +250,14 @@ STEP_ASIDE = {
     "a second document": _body_with(lambda rows: None) * 2,
     "a second document on its own line": _body_with(lambda rows: None) + b"\n{}",
     "trailing text": _body_with(lambda rows: None) + b" x",
-    "a duplicated key": _body_with(lambda rows: None).replace(b'"I1": ', b'"I1": 1, "I1": ', 1),
     "a trailing comma": _body_with(lambda rows: None).replace(b"}]}", b"},]}"),
     "NaN": _body_with(_set(3, "I2", float("nan"))),
     "cut short": _body_with(lambda rows: None)[:-3],
     "not UTF-8": _body_with(_set(3, "C2", "x")).replace(b'"x"', b'"\xff\xfe"'),
+    "a duplicated key": _body_with(lambda rows: None).replace(b'"I1": ', b'"I1": 1, "I1": ', 1),
+    "a lone surrogate": _body_with(_set(3, "C2", "x")).replace(b'"x"', b'"\\ud800"'),
+    "UTF-16": _body_with(lambda rows: None).decode().encode("utf-16"),
+    "a key beside rows": _body_with(lambda rows: None)[:-1] + b', "explain": true}',
 }
 
 
@@ -265,6 +268,15 @@ def test_the_column_reader_steps_aside_from_anything_unusual(case):
     body = STEP_ASIDE[case]
     assert len(body) >= fast_json.ROWS_BODY_MIN_BYTES
     assert fast_json.rows_body_table(body) is None
+
+
+def test_a_utf8_bom_is_read_as_json_loads_reads_it():
+    """`json.loads` of bytes skips a UTF-8 byte order mark (some Windows clients send
+    one); the column reader reads such a body into the same table."""
+    body = b"\xef\xbb\xbf" + _body_with(lambda rows: None)
+    table = fast_json.rows_body_table(body)
+    assert table is not None and table.num_rows == 40
+    assert agrees(body)
 
 
 MUTATIONS = [b" ", b"\n", b"\t", b",", b":", b"{", b"}", b"[", b"]", b'"', b"\\", b"0", b"1",
